@@ -1,0 +1,1 @@
+"""Numerical parity and latency/memory reports for every ESC backend."""
