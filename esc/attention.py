@@ -89,12 +89,13 @@ def expand_bias(table: Tensor, index_h: Tensor, index_w: Tensor) -> Tensor:
 
 
 def pad_to_window(x: Tensor, window_size: int) -> Tensor:
-    """Reflect-pad bottom/right so that both sides are multiples of the window (official rule)."""
+    """Reflect-pad bottom/right so that both sides are multiples of the window (official rule).
+
+    Always pads (possibly by zero): a shape-dependent branch would break export with dynamic sizes.
+    """
     h, w = x.shape[-2:]
     pad_h = (window_size - h % window_size) % window_size
     pad_w = (window_size - w % window_size) % window_size
-    if pad_h == 0 and pad_w == 0:
-        return x
     return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
 
 

@@ -40,20 +40,27 @@ def dynamic_depthwise_grouped(x: Tensor, kernel: Tensor) -> Tensor:
     return out.view(b, c, h, w)
 
 
-def dynamic_depthwise_shifted(x: Tensor, kernel: Tensor) -> Tensor:
-    """The same convolution as a sum of k*k shifted products, so that batch stays a free dimension.
+def tap_extractor(channels: int, k: int) -> Tensor:
+    """(channels * k*k, 1, k, k) one-hot kernels: a depthwise conv with them copies each channel's
+    k*k shifted neighbourhoods into separate channels, exactly (products with 1 and 0 only)."""
+    return torch.eye(k * k).view(k * k, 1, k, k).repeat(channels, 1, 1, 1)
 
-    Fused multiply-adds in row-major tap order, as CPU convolution kernels accumulate, which makes
-    the result bit-identical to ``dynamic_depthwise_grouped`` on CPU.
+
+def dynamic_depthwise_batch_free(x: Tensor, kernel: Tensor, taps: Tensor) -> Tensor:
+    """The same convolution with batch as a free dimension (exportable with a dynamic batch).
+
+    ``taps`` comes from ``tap_extractor``. The k*k products are then accumulated with fused
+    multiply-adds in row-major tap order, as CPU convolution kernels do, which makes the result
+    bit-identical to ``dynamic_depthwise_grouped`` on CPU. Slicing only the static tap axis keeps
+    export fast (no shape arithmetic on the image sides).
     """
-    _, _, h, w = x.shape
+    b, c, h, w = x.shape
     k = kernel.shape[-1]
-    padded = F.pad(x, (k // 2,) * 4)
-    out = padded[:, :, :h, :w] * kernel[:, :, 0, 0, None, None]
-    for i in range(k):
-        for j in range(k):
-            if i or j:
-                out = torch.addcmul(out, padded[:, :, i : i + h, j : j + w], kernel[:, :, i, j, None, None])
+    shifted = F.conv2d(x, taps.to(x.dtype), padding=k // 2, groups=c).view(b, c, k * k, h, w)
+    weights = kernel.reshape(b, c, k * k, 1, 1)
+    out = shifted[:, :, 0] * weights[:, :, 0]
+    for t in range(1, k * k):
+        out = torch.addcmul(out, shifted[:, :, t], weights[:, :, t])
     return out
 
 
@@ -108,15 +115,22 @@ class ConvolutionalAttention(nn.Module):
         super().__init__()
         self.pdim = pdim
         self.dwc_proj = _dynamic_kernel_proj(pdim, reduction=2)
-        self.batch_free = False  # True: dynamic conv as shifted sums (export form)
+        self.taps: Tensor | None
+        self.register_buffer("taps", None, persistent=False)  # set by make_batch_free(): export form
 
     def forward(self, x: Tensor, lk_filter: Tensor) -> Tensor:
         """x: (B, C, H, W), lk_filter: (pdim, pdim, k, k) -> (B, C, H, W)."""
         x1, x2 = torch.split(x, [self.pdim, x.shape[1] - self.pdim], dim=1)
         kernel = self.dwc_proj(x1).view(x.shape[0], self.pdim, DYNAMIC_KERNEL_SIZE, DYNAMIC_KERNEL_SIZE)
-        dynamic = dynamic_depthwise_shifted if self.batch_free else dynamic_depthwise_grouped
-        x1 = F.conv2d(x1, lk_filter, padding=lk_filter.shape[-1] // 2) + dynamic(x1, kernel)
+        if self.taps is None:
+            dynamic = dynamic_depthwise_grouped(x1, kernel)
+        else:
+            dynamic = dynamic_depthwise_batch_free(x1, kernel, self.taps)
+        x1 = F.conv2d(x1, lk_filter, padding=lk_filter.shape[-1] // 2) + dynamic
         return torch.cat([x1, x2], dim=1)
+
+    def make_batch_free(self) -> None:
+        self.taps = tap_extractor(self.pdim, DYNAMIC_KERNEL_SIZE)
 
 
 class DecomposedConvolutionalAttention(nn.Module):
@@ -126,7 +140,8 @@ class DecomposedConvolutionalAttention(nn.Module):
         super().__init__()
         self.pdim = pdim
         self.proj = _dynamic_kernel_proj(pdim, reduction=4)
-        self.batch_free = False  # True: static depthwise conv + dynamic shifted sums (export form)
+        self.taps: Tensor | None
+        self.register_buffer("taps", None, persistent=False)  # set by make_batch_free(): export form
 
     def forward(self, x: Tensor, lk_channel: Tensor, lk_spatial: Tensor) -> Tensor:
         """x: (B, C, H, W), lk_channel: (pdim, pdim, 1, 1), lk_spatial: (pdim, 1, k, k)."""
@@ -135,9 +150,9 @@ class DecomposedConvolutionalAttention(nn.Module):
         k = lk_spatial.shape[-1]
         kernel = self.proj(x1).view(b, self.pdim, DYNAMIC_KERNEL_SIZE, DYNAMIC_KERNEL_SIZE)
         x1 = F.conv2d(x1, lk_channel)
-        if self.batch_free:
+        if self.taps is not None:
             static = F.conv2d(x1, lk_spatial, padding=k // 2, groups=self.pdim)
-            x1 = static + dynamic_depthwise_shifted(x1, kernel)
+            x1 = static + dynamic_depthwise_batch_free(x1, kernel, self.taps)
         else:
             # Official form: the 3x3 kernel zero-padded to k x k and added to the static one.
             n_pad = (k - DYNAMIC_KERNEL_SIZE) // 2
@@ -145,13 +160,15 @@ class DecomposedConvolutionalAttention(nn.Module):
             x1 = dynamic_depthwise_grouped(x1, combined)
         return torch.cat([x1, x2], dim=1)
 
+    def make_batch_free(self) -> None:
+        """Static depthwise conv plus the dynamic 3x3 taps, instead of one per-image k x k kernel."""
+        self.taps = tap_extractor(self.pdim, DYNAMIC_KERNEL_SIZE)
+
 
 class ConvAttnWrapper(nn.Module):
     def __init__(self, dim: int, pdim: int, *, decomposed: bool) -> None:
         super().__init__()
-        self.plk: nn.Module = (
-            DecomposedConvolutionalAttention(pdim) if decomposed else ConvolutionalAttention(pdim)
-        )
+        self.plk: nn.Module = DecomposedConvolutionalAttention(pdim) if decomposed else ConvolutionalAttention(pdim)
         self.aggr = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: Tensor, *lk: Tensor) -> Tensor:
@@ -190,10 +207,7 @@ class WindowAttention(nn.Module):
         return self.to_out(out.to(qkv.dtype))
 
     def extra_repr(self) -> str:
-        return (
-            f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}, "
-            f"attention={self.attention}"
-        )
+        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}, attention={self.attention}"
 
 
 class Block(nn.Module):
@@ -219,9 +233,7 @@ class Block(nn.Module):
         self.ln_attn = LayerNorm2d(dim)
         self.attn = WindowAttention(dim, window_size, num_heads, attention=attention)
         self.lns = nn.ModuleList([LayerNorm2d(dim) if use_ln else nn.Identity() for _ in range(conv_blocks)])
-        self.pconvs = nn.ModuleList(
-            [ConvAttnWrapper(dim, pdim, decomposed=decomposed) for _ in range(conv_blocks)]
-        )
+        self.pconvs = nn.ModuleList([ConvAttnWrapper(dim, pdim, decomposed=decomposed) for _ in range(conv_blocks)])
         self.convffns = nn.ModuleList([ConvFFN(dim, 3, exp_ratio) for _ in range(conv_blocks)])
         self.ln_out = LayerNorm2d(dim)
         self.conv_out = nn.Conv2d(dim, dim, 3, 1, 1)

@@ -62,7 +62,8 @@ def _read_file(path: Path) -> Mapping[str, Any]:
             return load_file(str(path))
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any reader failure is the same user error: not a readable checkpoint
-        raise CheckpointError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read {path}: {reason}") from exc
     if not isinstance(loaded, Mapping):
         raise CheckpointError(f"{path} holds a {type(loaded).__name__}, expected a state dict")
     return loaded
@@ -146,9 +147,7 @@ def infer_config(state: StateDict) -> ESCConfig:
     )  # fmt: skip
 
 
-def load_model(
-    checkpoint: Checkpoint, *, device: str | torch.device = "cpu", attention: str | None = None
-) -> ESCBase:
+def load_model(checkpoint: Checkpoint, *, device: str | torch.device = "cpu", attention: str | None = None) -> ESCBase:
     """An eval-mode ESC/ESC-FP/ESC-Real model with the checkpoint's weights, strictly matched.
 
     ``attention``: ``naive``, ``sdpa``, ``flex``, ``fused`` or None for the device's default.

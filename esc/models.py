@@ -31,9 +31,7 @@ class ESCBase(nn.Module):
 
     config: ESCConfig
 
-    def __init__(
-        self, config: ESCConfig, *, attention: str = "auto", proj_ratio: float, decomposed: bool
-    ) -> None:
+    def __init__(self, config: ESCConfig, *, attention: str = "auto", proj_ratio: float, decomposed: bool) -> None:
         super().__init__()
         self.config = config
         self.deployed = False
@@ -90,7 +88,7 @@ class ESCBase(nn.Module):
         model.fold_()
         for module in model.modules():
             if isinstance(module, ConvolutionalAttention | DecomposedConvolutionalAttention):
-                module.batch_free = True
+                module.make_batch_free()
         model.deployed = True
         return model.eval()
 

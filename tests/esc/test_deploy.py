@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import esc
-from esc.layers import dynamic_depthwise_grouped, dynamic_depthwise_shifted, geo_ensemble
+from esc.layers import dynamic_depthwise_batch_free, dynamic_depthwise_grouped, geo_ensemble, tap_extractor
 from tests.conftest import GOLDEN_DIR, GOLDEN_NAMES, load_golden
 
 
@@ -31,7 +31,8 @@ def test_deploy_folds_the_geometric_ensemble_into_a_constant() -> None:
 def test_batch_free_dynamic_conv_equals_grouped(k: int) -> None:
     torch.manual_seed(0)
     x, kernel = torch.randn(3, 5, 11, 7), torch.randn(3, 5, k, k)
-    assert (dynamic_depthwise_shifted(x, kernel) - dynamic_depthwise_grouped(x, kernel)).abs().max() <= 1e-6
+    batch_free = dynamic_depthwise_batch_free(x, kernel, tap_extractor(5, k))
+    assert (batch_free - dynamic_depthwise_grouped(x, kernel)).abs().max() <= 1e-6
 
 
 def test_forward_does_not_change_module_state() -> None:

@@ -1,0 +1,221 @@
+"""ESC -> ONNX: one file for any batch, height and width, with the attention as the plugin node or
+as standard ops, in float32 or mixed fp16.
+
+The model is exported in its deploy form (``ESCBase.to_deploy``): the geometric re-parameterisation
+is folded, the dynamic 3x3 kernel is a batch-free sum of shifted products, and no tensor is written
+in place, so the graph has no ScatterND.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from export import onnx_attention
+from export import plugin_contract as contract
+from export.files import atomic_output
+
+if TYPE_CHECKING:
+    from esc.models import ESCBase
+
+AttentionMode = Literal["plugin", "native"]
+Precision = Literal["fp32", "fp16"]
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+DEFAULT_OPSET = 18  # LayerNormalization, reflect Pad, Split(num_outputs); parsed by TensorRT 10 and 11
+ATTENTION_OP_OPSET = 23  # first opset with a standard Attention node
+
+
+@dataclass(frozen=True)
+class OnnxExportOptions:
+    """Every choice that changes the exported file."""
+
+    attention: AttentionMode = "plugin"
+    precision: Precision = "fp32"
+    opset: int = DEFAULT_OPSET
+    static_shape: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.attention not in ("plugin", "native"):
+            raise ValueError(f"attention must be 'plugin' or 'native', got {self.attention!r}")
+        if self.precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
+        if not DEFAULT_OPSET <= self.opset <= 25:
+            raise ValueError(f"opset must be between {DEFAULT_OPSET} and 25, got {self.opset}")
+
+    @property
+    def torch_backend(self) -> str:
+        if self.attention == "plugin":
+            return onnx_attention.PLUGIN_BACKEND
+        if self.opset >= ATTENTION_OP_OPSET:
+            return onnx_attention.NATIVE_SDPA_BACKEND
+        return onnx_attention.NATIVE_BACKEND
+
+    def file_suffix(self) -> str:
+        """``''`` for the default (plugin, fp32, dynamic), else e.g. ``_native_fp16``."""
+        parts: list[str] = [] if self.attention == "plugin" else [self.attention]
+        if self.precision != "fp32":
+            parts.append(self.precision)
+        if self.static_shape:
+            parts.append("x".join(map(str, self.static_shape)))
+        return "".join(f"_{p}" for p in parts)
+
+
+@dataclass(frozen=True)
+class OnnxSummary:
+    path: Path
+    nodes: int
+    attention_nodes: int
+    size_bytes: int
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"{self.nodes} nodes ({self.attention_nodes} attention), {self.size_bytes / 1e6:.2f} MB, "
+            f"inputs {', '.join(self.inputs)} -> outputs {', '.join(self.outputs)}"
+        )
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    """``'1x3x64x64'`` -> (1, 3, 64, 64)."""
+    try:
+        b, c, h, w = (int(d) for d in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected 4 positive dims BxCxHxW like 1x3x64x64, got {text!r}") from None
+    dims = (b, c, h, w)
+    if min(dims) < 1:
+        raise ValueError(f"expected 4 positive dims BxCxHxW like 1x3x64x64, got {text!r}")
+    return dims
+
+
+def _example_and_dims(model: ESCBase, options: OnnxExportOptions) -> tuple[torch.Tensor, Any]:
+    config = model.config
+    if options.static_shape:
+        b, c, h, w = options.static_shape
+        if c != 3:
+            raise ValueError(f"--static-shape needs 3 channels, got {c}")
+        if min(h, w) < config.min_side:
+            raise ValueError(f"--static-shape sides must be >= {config.min_side} for window {config.window_size}")
+        return torch.rand(b, c, h, w), None
+    from torch.export import Dim
+
+    # Batch 2 and sides off the window grid, so that export keeps every size symbolic.
+    ws = config.window_size
+    example = torch.rand(2, 3, 2 * ws + 3, 2 * ws + 7)
+    dims = {
+        0: Dim("batch", min=1),
+        2: Dim("height", min=config.min_side),
+        3: Dim("width", min=config.min_side),
+    }
+    return example, {"x": dims}
+
+
+def _simplify(model: Any) -> None:
+    """Fold shape arithmetic and constants, drop dead nodes, lift and deduplicate initializers."""
+    import onnx_ir.passes.common as common
+    from onnxscript.optimizer import _constant_folding
+
+    passes = [
+        _constant_folding.FoldConstantsPass(
+            shape_inference=False, input_size_limit=1024, output_size_limit=1024 * 1024
+        ),
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(),
+        common.RemoveUnusedNodesPass(),
+        common.NameFixPass(),
+    ]
+    for simplify in passes:
+        simplify(model)
+
+
+def _strip_metadata(model: Any) -> None:
+    """Drop the exporter's per-node provenance (stack traces, FX names): 1.5 MB on ESC-light."""
+    graph = model.graph
+    for item in [*graph.node, *graph.value_info, *graph.input, *graph.output, *graph.initializer]:
+        del item.metadata_props[:]
+        item.doc_string = ""
+    graph.doc_string = ""
+
+
+def _describe(values: Any) -> list[str]:
+    from onnx import helper
+
+    out = []
+    for value in values:
+        tensor = value.type.tensor_type
+        dims = [d.dim_param or str(d.dim_value) for d in tensor.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        out.append(f"{value.name}[{','.join(dims)}] {dtype}")
+    return out
+
+
+def to_onnx_proto(model: ESCBase, options: OnnxExportOptions) -> Any:
+    """The exported, checked ModelProto (in memory)."""
+    import onnx
+
+    deploy = model.to_deploy().float().cpu()
+    deploy.set_attention(options.torch_backend)
+    example, dynamic_shapes = _example_and_dims(deploy, options)
+    translation = onnx_attention.plugin_translation() if options.attention == "plugin" else None
+    with onnx_attention.plugin_schema_registered(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            deploy,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic_shapes,
+            custom_translation_table=translation,
+            opset_version=options.opset,
+            external_data=False,
+            verbose=False,
+            optimize=False,  # the exporter's full optimizer takes minutes; _simplify does what matters
+        )
+    if program is None:  # only the legacy exporter returns None
+        raise RuntimeError("torch.onnx.export returned no program")
+    _simplify(program.model)
+    proto = program.model_proto
+    _strip_metadata(proto)
+    if options.attention == "plugin":
+        from export.onnx_function import function_proto
+
+        proto.functions.append(function_proto())
+    proto.producer_name = "esc-deploy"
+    onnx.helper.set_model_props(
+        proto, {"esc.config": json.dumps(model.config.to_dict()), "esc.attention": options.attention}
+    )
+    proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    onnx.checker.check_model(proto, full_check=True)
+    if options.precision == "fp16":
+        from export.onnx_fp16 import to_mixed_fp16
+
+        proto = to_mixed_fp16(proto)
+        onnx.checker.check_model(proto)
+    return proto
+
+
+def export_onnx(model: ESCBase, output: str | Path, options: OnnxExportOptions | None = None) -> OnnxSummary:
+    """Export ``model`` to one self-contained ONNX file, written atomically."""
+    options = options or OnnxExportOptions()
+    proto = to_onnx_proto(model, options)
+    data = proto.SerializeToString(deterministic=True)
+    with atomic_output(output) as tmp:
+        tmp.write_bytes(data)
+    return OnnxSummary(
+        path=Path(output),
+        nodes=len(proto.graph.node),
+        attention_nodes=sum(n.op_type == contract.OP_TYPE for n in proto.graph.node),
+        size_bytes=len(data),
+        inputs=_describe(proto.graph.input),
+        outputs=_describe(proto.graph.output),
+    )
