@@ -1,0 +1,13 @@
+"""python export/build_engine.py [--onnx PATH] --fp16 [--plugin PATH.so] [--min-shape 1x3x64x64]
+[--opt-shape 1x3x360x640] [--max-shape 1x3x1080x1920] [--workspace-gb N] [--timing-cache PATH]
+[--output PATH] [--print-trtexec]
+
+Thin command line over export/engine_build.py; see export/engine_cli.py for the flags.
+"""
+
+import sys
+
+from export.engine_cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

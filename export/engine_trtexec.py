@@ -1,0 +1,56 @@
+"""The trtexec command line equivalent to an `EngineOptions` build: pure string work, no TensorRT.
+
+Differences that trtexec cannot express are said by `trtexec_notes`, not hidden.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from export.engine_options import EngineOptions, Precision
+from export.shape_profile import format_shape
+
+
+def trtexec_args(options: EngineOptions, *, trt_major: int, engine: Path, onnx_for_build: Path) -> list[str]:
+    """argv for trtexec. `onnx_for_build` is the fp16 mixed ONNX on TensorRT 11.x with --fp16."""
+    name = options.input_name
+    profile = options.profile
+    args = ["trtexec", f"--onnx={onnx_for_build}", f"--saveEngine={engine}"]
+    if trt_major >= 11:
+        args.append("--stronglyTyped")
+    elif options.precision is Precision.FP16:
+        args += ["--fp16", "--precisionConstraints=obey"]
+    args += [
+        f"--minShapes={name}:{format_shape(profile.min)}",
+        f"--optShapes={name}:{format_shape(profile.opt)}",
+        f"--maxShapes={name}:{format_shape(profile.max)}",
+    ]
+    if options.workspace_gb is not None:
+        args.append(f"--memPoolSize=workspace:{round(options.workspace_gb * 1024)}M")
+    if options.timing_cache is not None:
+        args.append(f"--timingCacheFile={options.timing_cache}")
+    if options.plugin is not None:
+        # Loaded at build and at run time, not serialized into the engine: what EngineRunner does too.
+        args.append(f"--staticPlugins={options.plugin}")
+    args.append("--profilingVerbosity=detailed")
+    return args
+
+
+def trtexec_command(options: EngineOptions, *, trt_major: int, engine: Path, onnx_for_build: Path) -> str:
+    return shlex.join(trtexec_args(options, trt_major=trt_major, engine=engine, onnx_for_build=onnx_for_build))
+
+
+def trtexec_notes(options: EngineOptions, *, trt_major: int, onnx_for_build: Path) -> list[str]:
+    notes: list[str] = []
+    if trt_major < 11 and options.precision is Precision.FP16:
+        notes.append(
+            "trtexec cannot select layers by type: build_engine.py also pins normalization and softmax "
+            "layers to fp32 (trtexec would need --layerPrecisions=<name>:fp32 for each)"
+        )
+    if onnx_for_build != options.onnx:
+        notes.append(
+            f"TensorRT {trt_major}.x builds the fp16 mixed ONNX {onnx_for_build}: "
+            "build_engine.py writes it from the fp32 file first (export.onnx_fp16.convert_to_mixed_fp16)"
+        )
+    return notes

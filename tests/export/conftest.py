@@ -1,0 +1,70 @@
+"""Fixtures for the engine tests: small real ONNX files made with onnx.helper, a stand-in plugin file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from export import plugin_contract
+
+
+def write_onnx(path: Path, *, weight_dtype: type = np.float32, with_plugin_node: bool = False) -> Path:
+    """input (N, 3, H, W) -> Mul by a constant weight -> [ESCWindowAttention] -> output; opset 17."""
+    weight = numpy_helper.from_array(np.full((1, 3, 1, 1), 0.5, dtype=weight_dtype), name="w")
+    nodes = []
+    if weight_dtype is np.float16:
+        nodes.append(helper.make_node("Cast", ["w"], ["w32"], to=TensorProto.FLOAT, name="cast_w"))
+        nodes.append(helper.make_node("Mul", ["input", "w32"], ["y"], name="mul"))
+    else:
+        nodes.append(helper.make_node("Mul", ["input", "w"], ["y"], name="mul"))
+    opsets = [helper.make_opsetid("", 17)]
+    if with_plugin_node:
+        nodes.append(
+            helper.make_node(
+                plugin_contract.OP_TYPE, ["y", "w"], ["output"], name="attn0", domain=plugin_contract.DOMAIN
+            )
+        )
+        opsets.append(helper.make_opsetid(plugin_contract.DOMAIN, 1))
+    else:
+        nodes.append(helper.make_node("Identity", ["y"], ["output"], name="out"))
+    dims = ["N", 3, "H", "W"]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=opsets)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_fake_plugin(path: Path) -> Path:
+    """Any real file stands in for the plugin where only its bytes matter (hashes, paths)."""
+    path.write_bytes(b"\x7fELF not a real plugin, only hashed\n")
+    return path
+
+
+@pytest.fixture
+def tiny_fp32_onnx(tmp_path: Path) -> Path:
+    return write_onnx(tmp_path / "tiny.onnx")
+
+
+@pytest.fixture
+def tiny_fp16_onnx(tmp_path: Path) -> Path:
+    return write_onnx(tmp_path / "tiny_fp16.onnx", weight_dtype=np.float16)
+
+
+@pytest.fixture
+def tiny_plugin_onnx(tmp_path: Path) -> Path:
+    return write_onnx(tmp_path / "tiny_plugin.onnx", with_plugin_node=True)
+
+
+@pytest.fixture
+def stand_in_plugin(tmp_path: Path) -> Path:
+    return write_fake_plugin(tmp_path / "libfake_plugin.so")

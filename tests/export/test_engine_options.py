@@ -1,0 +1,221 @@
+"""EngineOptions: frozen, one kind per field, the cache key, the default file name, the sidecar."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from export import plugin_contract
+from export.defaults import ENGINES_DIR
+from export.engine_env import GpuInfo
+from export.engine_options import (
+    DEFAULT_PROFILE,
+    EngineOptions,
+    Precision,
+    cache_key,
+    default_engine_name,
+    engine_path,
+    fp16_onnx_path,
+    identity_hashes,
+    sidecar_path,
+    slug,
+)
+from export.engine_runner import plugin_for
+from export.engine_sidecar import (
+    build_sidecar,
+    compatibility_problems,
+    read_sidecar,
+    write_sidecar,
+)
+from export.shape_profile import ShapeProfile
+
+GPU = GpuInfo(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9))
+TRT = "10.13.0.35"
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_options_are_frozen_and_hashable() -> None:
+    options = EngineOptions()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.precision = Precision.FP16  # type: ignore[misc]
+    assert hash(options) == hash(EngineOptions())
+    assert options != EngineOptions(precision=Precision.FP16)
+
+
+def test_every_field_has_a_kind() -> None:
+    kinds = {f.name: f.metadata.get("kind") for f in dataclasses.fields(EngineOptions)}
+    assert set(kinds.values()) == {"setting", "identity", "location"}
+    assert kinds["onnx"] == kinds["plugin"] == "identity"
+    assert kinds["output"] == kinds["timing_cache"] == "location"
+
+
+def test_settings_are_json_and_exclude_paths() -> None:
+    settings = EngineOptions(precision=Precision.FP16, workspace_gb=2.0).settings()
+    assert settings == {
+        "precision": "fp16",
+        "profile": {"min": "1x3x64x64", "opt": "1x3x360x640", "max": "1x3x1080x1920"},
+        "workspace_gb": 2.0,
+        "input_name": "input",
+        "output_name": "output",
+    }
+    json.dumps(settings)
+
+
+@pytest.mark.parametrize("workspace", [0.0, -1.0])
+def test_workspace_must_be_positive(workspace: float) -> None:
+    with pytest.raises(ValueError, match="workspace: expected a positive number of GiB"):
+        EngineOptions(workspace_gb=workspace)
+
+
+def test_workspace_bytes() -> None:
+    assert EngineOptions().workspace_bytes is None
+    assert EngineOptions(workspace_gb=1.5).workspace_bytes == 3 << 29
+
+
+def test_precision_must_be_the_enum() -> None:
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        EngineOptions(precision="fp16")  # type: ignore[arg-type]
+
+
+def test_identity_hashes_use_file_content(tiny_fp32_onnx: Path, stand_in_plugin: Path) -> None:
+    options = EngineOptions(onnx=tiny_fp32_onnx, plugin=stand_in_plugin)
+    assert identity_hashes(options) == {"onnx": sha(tiny_fp32_onnx), "plugin": sha(stand_in_plugin)}
+    assert identity_hashes(EngineOptions(onnx=tiny_fp32_onnx, plugin=None)) == {
+        "onnx": sha(tiny_fp32_onnx),
+        "plugin": None,
+    }
+
+
+def _key(options: EngineOptions, trt: str = TRT, gpu: str = GPU.name, onnx: str = "a" * 64) -> str:
+    return cache_key(options.settings(), {"onnx": onnx, "plugin": "b" * 64}, trt, gpu)
+
+
+def test_cache_key_changes_with_what_changes_the_engine() -> None:
+    base = EngineOptions()
+    key = _key(base)
+    assert key == _key(EngineOptions())
+    others = [
+        _key(EngineOptions(precision=Precision.FP16)),
+        _key(EngineOptions(workspace_gb=4)),
+        _key(EngineOptions(profile=ShapeProfile((1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64)))),
+        _key(base, trt="10.14.0.1"),
+        _key(base, gpu="NVIDIA H100"),
+        _key(base, onnx="c" * 64),
+    ]
+    assert len({key, *others}) == len(others) + 1
+
+
+def test_cache_key_ignores_locations(tmp_path: Path) -> None:
+    moved = EngineOptions(output=tmp_path / "x.engine", timing_cache=tmp_path / "t.cache")
+    assert _key(moved) == _key(EngineOptions())
+
+
+def test_default_engine_name() -> None:
+    options = EngineOptions(onnx=Path("engines/esc-light_x4.onnx"), precision=Precision.FP16)
+    key = _key(options)
+    name = default_engine_name(options, "0123456789abcdef" * 4, key, TRT, GPU.name)
+    assert name == f"esc-light_x4_fp16_onnx01234567_trt10.13.0.35_nvidia-geforce-rtx-4090_{key[:8]}.engine"
+    assert engine_path(options, "0" * 64, key, TRT, GPU.name) == ENGINES_DIR / default_engine_name(
+        options, "0" * 64, key, TRT, GPU.name
+    )
+    chosen = Path("/tmp/mine.engine")
+    assert engine_path(dataclasses.replace(options, output=chosen), "0" * 64, key, TRT, GPU.name) == chosen
+
+
+def test_derived_paths() -> None:
+    assert slug("NVIDIA A100-SXM4-80GB (MIG 1g.10gb)") == "nvidia-a100-sxm4-80gb-mig-1g.10gb"
+    assert sidecar_path(Path("e/x.engine")) == Path("e/x.engine.json")
+    assert fp16_onnx_path(Path("e/m.onnx")) == Path("e/m.fp16.onnx")
+
+
+def _sidecar(options: EngineOptions, engine: Path) -> dict:
+    identities = identity_hashes(options)
+    return build_sidecar(
+        options,
+        engine=engine,
+        tensorrt_version=TRT,
+        gpu=GPU,
+        network_typing="weak",
+        identities=identities,
+        key=cache_key(options.settings(), identities, TRT, GPU.name),
+        built_onnx=options.onnx,
+        built_onnx_sha256=sha(options.onnx),
+        plugin_layers=["attn0"],
+    )
+
+
+def test_sidecar_written_and_read_back(tmp_path: Path, tiny_plugin_onnx: Path, stand_in_plugin: Path) -> None:
+    options = EngineOptions(
+        onnx=tiny_plugin_onnx,
+        plugin=stand_in_plugin,
+        precision=Precision.FP16,
+        profile=DEFAULT_PROFILE,
+        workspace_gb=2.0,
+    )
+    engine = tmp_path / "out" / "tiny.engine"
+    path = write_sidecar(engine, _sidecar(options, engine))
+    assert path == tmp_path / "out" / "tiny.engine.json"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.engine.json"]  # no temporary left behind
+    content = read_sidecar(engine)
+    assert content["tensorrt_version"] == TRT
+    assert content["gpu"] == {"name": GPU.name, "compute_capability": "8.9"}
+    assert content["precision"] == "fp16"
+    assert content["profile"] == {"min": "1x3x64x64", "opt": "1x3x360x640", "max": "1x3x1080x1920"}
+    assert content["workspace_gb"] == 2.0
+    assert content["onnx"] == {"path": str(tiny_plugin_onnx.resolve()), "sha256": sha(tiny_plugin_onnx)}
+    assert content["plugin"]["sha256"] == sha(stand_in_plugin)
+    assert content["plugin"]["op_type"] == plugin_contract.OP_TYPE
+    assert content["plugin"]["version"] == plugin_contract.PLUGIN_VERSION
+    assert content["plugin_layers"] == ["attn0"]
+    assert content["engine"] == "tiny.engine"
+    assert len(content["cache_key"]) == 64
+
+
+def test_sidecar_without_plugin(tmp_path: Path, tiny_fp32_onnx: Path) -> None:
+    options = EngineOptions(onnx=tiny_fp32_onnx, plugin=None)
+    assert _sidecar(options, tmp_path / "x.engine")["plugin"] is None
+
+
+def test_read_sidecar_errors(tmp_path: Path) -> None:
+    engine = tmp_path / "x.engine"
+    with pytest.raises(ValueError, match="no sidecar"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text('{"format": 99}')
+    with pytest.raises(ValueError, match="expected format 1, found 99"):
+        read_sidecar(engine)
+
+
+def test_compatibility(tmp_path: Path, tiny_plugin_onnx: Path, stand_in_plugin: Path) -> None:
+    content = _sidecar(EngineOptions(onnx=tiny_plugin_onnx, plugin=stand_in_plugin), tmp_path / "x.engine")
+    good = sha(stand_in_plugin)
+    assert compatibility_problems(content, tensorrt_version=TRT, plugin_sha256=good) == []
+    [problem] = compatibility_problems(content, tensorrt_version="10.14.0.1", plugin_sha256=good)
+    assert "built with TensorRT 10.13.0.35, TensorRT 10.14.0.1 is loaded" in problem
+    [problem] = compatibility_problems(content, tensorrt_version=TRT, plugin_sha256="f" * 64)
+    assert f"built with plugin sha256 {good[:12]}, the loaded library has ffffffffffff" in problem
+    [problem] = compatibility_problems(content, tensorrt_version=TRT, plugin_sha256=None)
+    assert "no plugin library is loaded" in problem
+    content["plugin"]["version"] = "0"
+    [problem] = compatibility_problems(content, tensorrt_version=TRT, plugin_sha256=good)
+    assert "built for plugin version 0" in problem
+
+
+def test_compatibility_without_plugin(tmp_path: Path, tiny_fp32_onnx: Path) -> None:
+    content = _sidecar(EngineOptions(onnx=tiny_fp32_onnx, plugin=None), tmp_path / "x.engine")
+    assert compatibility_problems(content, tensorrt_version=TRT, plugin_sha256=None) == []
+
+
+def test_runner_takes_plugin_from_sidecar(tmp_path: Path) -> None:
+    assert plugin_for({"plugin": {"path": "/x/lib.so"}}, None) == Path("/x/lib.so")
+    assert plugin_for({"plugin": {"path": "/x/lib.so"}}, tmp_path / "y.so") == tmp_path / "y.so"
+    assert plugin_for({"plugin": None}, None) is None
