@@ -14,7 +14,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with a single-line error (no usage block) and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        fail(f"{self.prog}: {message}")
+        fail(f"{self.prog}: {message} (see --help)")
 
 
 def fail(message: str) -> NoReturn:
@@ -24,4 +24,5 @@ def fail(message: str) -> NoReturn:
 
 def quiet_exporter_logs() -> None:
     """torch.onnx warns about optional torchvision ops on every export; they do not concern ESC."""
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    for name in ("torch.onnx", "torch.onnx._internal.exporter._registration"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from export.cli import ArgumentParser, fail, quiet_exporter_logs
 from export.defaults import DEFAULT_PRESET, DEFAULT_SCALE, DEFAULT_SEED, ENGINES_DIR
-from export.onnx_export import DEFAULT_OPSET, OnnxExportOptions, export_onnx, parse_shape
+from export.onnx_export import DEFAULT_OPSET, OnnxExportOptions, export_onnx
+from export.shape_profile import parse_shape
 
 if TYPE_CHECKING:
     from esc.models import ESCBase
@@ -25,7 +26,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--attention", choices=["plugin", "native"], default="plugin")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="23+: native attention as one Attention node")
-    parser.add_argument("--static-shape", type=parse_shape, metavar="BxCxHxW", help="fix the input shape")
+    parser.add_argument("--static-shape", metavar="BxCxHxW", help="fix the input shape")
     return parser
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             attention=args.attention,
             precision=args.precision,
             opset=args.opset,
-            static_shape=args.static_shape,
+            static_shape=parse_shape(args.static_shape) if args.static_shape else None,
         )
         model = esc.load_model(args.checkpoint) if args.checkpoint else default_model()
         output = args.output or default_output(args.checkpoint, options)

@@ -83,18 +83,6 @@ class OnnxSummary:
         )
 
 
-def parse_shape(text: str) -> tuple[int, int, int, int]:
-    """``'1x3x64x64'`` -> (1, 3, 64, 64)."""
-    try:
-        b, c, h, w = (int(d) for d in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"expected 4 positive dims BxCxHxW like 1x3x64x64, got {text!r}") from None
-    dims = (b, c, h, w)
-    if min(dims) < 1:
-        raise ValueError(f"expected 4 positive dims BxCxHxW like 1x3x64x64, got {text!r}")
-    return dims
-
-
 def _example_and_dims(model: ESCBase, options: OnnxExportOptions) -> tuple[torch.Tensor, Any]:
     config = model.config
     if options.static_shape:
@@ -158,8 +146,12 @@ def _describe(values: Any) -> list[str]:
     return out
 
 
-def to_onnx_proto(model: ESCBase, options: OnnxExportOptions) -> Any:
-    """The exported, checked ModelProto (in memory)."""
+def to_onnx_proto(model: ESCBase, options: OnnxExportOptions, *, keep_metadata: bool = False) -> Any:
+    """The exported, checked ModelProto (in memory).
+
+    ``keep_metadata`` keeps the exporter's per-node provenance, e.g. ``pkg.torch.onnx.name_scopes``
+    (the module path of each node), which drift localisation uses to find block outputs.
+    """
     import onnx
 
     deploy = model.to_deploy().float().cpu()
@@ -185,7 +177,8 @@ def to_onnx_proto(model: ESCBase, options: OnnxExportOptions) -> Any:
         raise RuntimeError("torch.onnx.export returned no program")
     _simplify(program.model)
     proto = program.model_proto
-    _strip_metadata(proto)
+    if not keep_metadata:
+        _strip_metadata(proto)
     if options.attention == "plugin":
         from export.onnx_function import function_proto
 

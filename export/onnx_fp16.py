@@ -18,18 +18,24 @@ FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Attention")
 
 
 def to_mixed_fp16(model: Any) -> Any:
-    """An fp16 mixed-precision copy of an fp32 ONNX ModelProto."""
+    """An fp16 mixed-precision copy of an fp32 ONNX ModelProto (``model`` is left unchanged)."""
+    import onnx
+    from onnx import ModelProto
     from onnxconverter_common import float16
 
-    table_consumers = [n.name for n in model.graph.node if n.op_type == contract.OP_TYPE]
+    copy = ModelProto()
+    copy.CopyFrom(model)  # the converter rewrites the model it is given in place
+    table_consumers = [n.name for n in copy.graph.node if n.op_type == contract.OP_TYPE]
     converted = float16.convert_float_to_float16(
-        model,
+        copy,
         keep_io_types=True,
         disable_shape_infer=True,  # the custom node has no schema outside its model-local function
         op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS],
     )
     _keep_tables_fp32(converted, table_consumers)
-    return converted
+    # The converter leaves some float32 value_info behind; infer the types and shapes afresh.
+    del converted.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(converted, strict_mode=True, data_prop=True)
 
 
 def _keep_tables_fp32(model: Any, attention_nodes: list[str]) -> None:

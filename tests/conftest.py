@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -15,17 +14,16 @@ GOLDEN_NAMES = ("tiny_x2", "tiny_x2_b2", "light_x4", "fp_x4", "real_x4")
 
 
 def _skip_reasons() -> dict[str, str | None]:
+    from export.engine_env import installed_tensorrt  # not find_spec: tensorrt-stubs alone imports
+
     cuda = torch.cuda.is_available()
-    has_trt = importlib.util.find_spec("tensorrt") is not None
+    trt_missing = [
+        what for what, ok in (("TensorRT is not installed", installed_tensorrt()), ("no CUDA device", cuda)) if not ok
+    ]
     return {
         "cuda": None if cuda else "needs a CUDA device; none is available here",
         "nvcc": None if shutil.which("nvcc") else "needs the CUDA compiler nvcc on PATH",
-        "tensorrt": None
-        if (cuda and has_trt)
-        else (
-            "needs TensorRT and a CUDA GPU: "
-            + ("no CUDA device" if not cuda else "tensorrt is not installed")
-        ),
+        "tensorrt": "needs TensorRT and a CUDA GPU: " + ", ".join(trt_missing) if trt_missing else None,
     }
 
 
@@ -45,3 +43,35 @@ def golden_dir() -> Path:
 def load_golden(name: str) -> dict:
     """{'arch', 'kwargs', 'input', 'output'} computed by the official code (tests/data/golden/README.md)."""
     return torch.load(GOLDEN_DIR / f"{name}.io.pt", weights_only=True)
+
+
+class ExportCache:
+    """ONNX exports are the slow part of the suite (5-40 s each on 2 cores): export each once."""
+
+    def __init__(self) -> None:
+        self._protos: dict[tuple[str, str, int], object] = {}
+
+    def model(self, name: str):  # -> esc.ESCBase
+        import esc
+
+        if name == "default":
+            from export.onnx_cli import default_model
+
+            return default_model()
+        return esc.load_model(GOLDEN_DIR / f"{name}.pth", attention="naive")
+
+    def proto(self, name: str, attention: str = "plugin", opset: int = 18):  # -> onnx.ModelProto
+        key = (name, attention, opset)
+        if key not in self._protos:
+            from export.cli import quiet_exporter_logs
+            from export.onnx_export import OnnxExportOptions, to_onnx_proto
+
+            quiet_exporter_logs()
+            options = OnnxExportOptions(attention=attention, opset=opset)  # type: ignore[arg-type]
+            self._protos[key] = to_onnx_proto(self.model(name), options)
+        return self._protos[key]
+
+
+@pytest.fixture(scope="session")
+def exports() -> ExportCache:
+    return ExportCache()

@@ -30,9 +30,7 @@ def _check_loads_tiny(checkpoint: object) -> None:
 
 @pytest.mark.parametrize("wrapper", ["params_ema", "params", "state_dict", None])
 @pytest.mark.parametrize("suffix", [".pth", ".pt"])
-def test_wrapped_checkpoints_load(
-    tmp_path: Path, official_state: dict, wrapper: str | None, suffix: str
-) -> None:
+def test_wrapped_checkpoints_load(tmp_path: Path, official_state: dict, wrapper: str | None, suffix: str) -> None:
     path = tmp_path / f"model{suffix}"
     torch.save({wrapper: official_state} if wrapper else official_state, path)
     _check_loads_tiny(path)

@@ -1,0 +1,89 @@
+"""python export/pipeline.py: the whole pipeline on the built-in default model, step by step.
+
+1. export ESC-light x4 (seeded random weights) to ONNX with the plugin attention node;
+2. check the file against PyTorch with ONNX Runtime on a real photograph;
+3. build the TensorRT fp16 engine where TensorRT, a CUDA GPU and the plugin library are present,
+   and otherwise say that this step was skipped and why.
+Exit code 0 when every step that could run passed, 1 when a check failed, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from export.cli import ArgumentParser, fail, quiet_exporter_logs
+from export.defaults import DEFAULT_ONNX, DEFAULT_PLUGIN
+
+ORT_TOLERANCE = 1e-4  # float32 ONNX Runtime vs PyTorch, max abs
+
+
+def photograph(side: int = 96) -> np.ndarray:
+    """scikit-image's astronaut, downscaled to a low-resolution input (1, 3, side, side) in [0, 1]."""
+    from PIL import Image
+    from skimage import data
+
+    small = Image.fromarray(data.astronaut()).resize((side, side), Image.Resampling.BICUBIC)
+    return (np.asarray(small, dtype=np.float32) / 255).transpose(2, 0, 1)[None].copy()
+
+
+def check_with_onnxruntime(model: object, onnx_path: str) -> float:
+    import onnxruntime as ort
+    import torch
+
+    x = photograph()
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x})
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()  # type: ignore[operator]
+    return float(np.abs(got - expected).max())
+
+
+def engine_step() -> str:
+    """Build the engine if this machine can; the line to print either way."""
+    from export.engine_env import MissingDependencyError, require_cuda_gpu, require_tensorrt
+
+    try:
+        require_tensorrt()
+        require_cuda_gpu()
+    except MissingDependencyError as exc:
+        return f"skipped TensorRT engine build: {exc}"
+    if not DEFAULT_PLUGIN.is_file():
+        return (
+            f"skipped TensorRT engine build: plugin library {DEFAULT_PLUGIN} not built "
+            "(cmake -S engines/plugin -B build/plugin && cmake --build build/plugin)"
+        )
+    from export.engine_build import build_engine, describe
+    from export.engine_options import EngineOptions, Precision
+
+    return describe(build_engine(EngineOptions(precision=Precision.FP16)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ArgumentParser(prog="python export/pipeline.py", description=__doc__).parse_args(argv)
+    quiet_exporter_logs()
+    from export.onnx_cli import default_model
+    from export.onnx_export import export_onnx
+
+    model = default_model()
+    start = time.perf_counter()
+    try:
+        summary = export_onnx(model, DEFAULT_ONNX)
+    except OSError as exc:
+        fail(str(exc))
+    print(f"[1/3] exported {summary.path} in {time.perf_counter() - start:.1f} s: {summary.line()}")
+    error = check_with_onnxruntime(model, str(summary.path))
+    verdict = "PASS" if error <= ORT_TOLERANCE else "FAIL"
+    print(f"[2/3] ONNX Runtime vs PyTorch on a photograph: max abs error {error:.2e} (<= {ORT_TOLERANCE:g}): {verdict}")
+    try:
+        message = engine_step()
+    except (RuntimeError, ValueError) as exc:  # BuildError, MissingDependencyError: already one line
+        fail(f"TensorRT engine build failed: {exc}")
+    print(f"[3/3] {message}")
+    return 0 if verdict == "PASS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything CI checks, in order: lint, types (TensorRT calls against tensorrt-stubs), the test
+# suite, and the CPU parity report (torch vs ONNX Runtime, plugin and native graphs, fp32 and fp16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+
+echo "== mypy"
+python tests/repair_trt_stubs.py build/typings  # tensorrt-stubs as shipped is skipped by mypy
+mypy
+
+echo "== pytest"
+python -m pytest  # exits non-zero on failures and on "no tests collected" (5)
+
+echo "== parity report"
+python validation/parity.py --report-dir reports/parity
