@@ -99,22 +99,37 @@ class ESCBase(nn.Module):
         return ", ".join(f"{k}={v}" for k, v in self.config.to_dict().items())
 
 
-class ESC(ESCBase):
+class GeoKernelNet(ESCBase):
+    """ESC and ESC-Real: one full pdim x pdim large kernel, shared by every block and seen through
+    the mean of its 8 flips/rotations (feature-level geometric re-parameterisation)."""
+
+    def __init__(self, config: ESCConfig, *, attention: str) -> None:
+        super().__init__(config, attention=attention, proj_ratio=2.0, decomposed=False)
+        k = config.kernel_size
+        self.plk_filter = nn.Parameter(torch.empty(config.pdim, config.pdim, k, k))
+        nn.init.orthogonal_(self.plk_filter)  # official init: stabilises early training
+        # Official init: the dynamic kernel starts at zero, so ConvAttn starts as the static kernel.
+        for module in self.modules():
+            if isinstance(module, ConvolutionalAttention):
+                nn.init.zeros_(module.dwc_proj[-1].weight)  # type: ignore[arg-type]
+                nn.init.zeros_(module.dwc_proj[-1].bias)  # type: ignore[arg-type]
+
+    def large_kernel(self) -> Tensor:
+        return self.plk_filter if self.deployed else geo_ensemble(self.plk_filter)
+
+    def fold_(self) -> None:
+        with torch.no_grad():
+            self.plk_filter = nn.Parameter(geo_ensemble(self.plk_filter))
+
+
+class ESC(GeoKernelNet):
     """ESC (light, base, XL): pixel-shuffle upsampler plus a nearest-neighbour residual."""
 
     def __init__(self, config: ESCConfig, *, attention: str = "auto") -> None:
         if config.family != "esc":
             raise ValueError(f"ESC needs family 'esc', got {config.family!r}")
-        super().__init__(config, attention=attention, proj_ratio=2.0, decomposed=False)
-        k = config.kernel_size
-        self.plk_filter = nn.Parameter(torch.empty(config.pdim, config.pdim, k, k))
-        nn.init.orthogonal_(self.plk_filter)  # official init: stabilises early training
+        super().__init__(config, attention=attention)
         self.to_img = nn.Conv2d(config.dim, 3 * config.scale**2, 3, 1, 1)
-        _zero_dynamic_projections(self)
-
-    def fold_(self) -> None:
-        with torch.no_grad():
-            self.plk_filter = nn.Parameter(geo_ensemble(self.plk_filter))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, H, W) -> (B, 3, s*H, s*W)."""
@@ -122,7 +137,7 @@ class ESC(ESCBase):
         s = self.config.scale
         feat = self.proj(x)
         skip = feat
-        lk = self.plk_filter if self.deployed else geo_ensemble(self.plk_filter)
+        lk = self.large_kernel()
         for block in self.blocks:
             feat = block(feat, lk)
         feat = self.last(feat) + skip
@@ -157,16 +172,14 @@ class ESCFP(ESCBase):
         return F.pixel_shuffle(self.to_img(feat), s) + base
 
 
-class ESCReal(ESCBase):
+class ESCReal(GeoKernelNet):
     """ESC-Real (real-world degradations): nearest+conv upsampler and a reflect-padded input skip."""
 
     def __init__(self, config: ESCConfig, *, attention: str = "auto") -> None:
         if config.family != "esc-real":
             raise ValueError(f"ESCReal needs family 'esc-real', got {config.family!r}")
-        super().__init__(config, attention=attention, proj_ratio=2.0, decomposed=False)
-        dim, k = config.dim, config.kernel_size
-        self.plk_filter = nn.Parameter(torch.empty(config.pdim, config.pdim, k, k))
-        nn.init.orthogonal_(self.plk_filter)
+        super().__init__(config, attention=attention)
+        dim = config.dim
         self.to_img = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="nearest"),
             nn.Conv2d(dim, dim, 3, 1, 1),
@@ -184,32 +197,17 @@ class ESCReal(ESCBase):
             nn.LeakyReLU(0.2),
             nn.Conv2d(dim * 2, dim, 1),
         )
-        _zero_dynamic_projections(self)
-
-    def fold_(self) -> None:
-        with torch.no_grad():
-            self.plk_filter = nn.Parameter(geo_ensemble(self.plk_filter))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, H, W) -> (B, 3, 4H, 4W)."""
         self.check_input(x)
         feat = self.proj(x)
         skip = feat
-        lk = self.plk_filter if self.deployed else geo_ensemble(self.plk_filter)
+        lk = self.large_kernel()
         for block in self.blocks:
             feat = block(feat, lk)
         feat = self.last(feat) + skip + self.skip(x)
         return self.to_img(feat)
-
-
-def _zero_dynamic_projections(model: nn.Module) -> None:
-    """Official init: the dynamic kernel starts at zero, so ConvAttn starts as the static kernel."""
-    for module in model.modules():
-        if isinstance(module, ConvolutionalAttention):
-            last = module.dwc_proj[-1]
-            if isinstance(last, nn.Conv2d) and last.bias is not None:
-                nn.init.zeros_(last.weight)
-                nn.init.zeros_(last.bias)
 
 
 _FAMILY_CLASSES: dict[str, type[ESCBase]] = {"esc": ESC, "esc-fp": ESCFP, "esc-real": ESCReal}
