@@ -163,6 +163,9 @@ def _compiled_flex_attention() -> Callable[..., Tensor]:
 @windowed
 def flex_window_attention(module: WindowAttentionSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """FlexAttention (the paper's backend): the bias is looked up per score, never expanded."""
+    if q.device.type != "cuda":
+        # torch 2.13's inductor fails to compile flex_attention for CPU (IndexError in lowering).
+        raise RuntimeError(f"attention 'flex' needs a CUDA device, got {q.device.type}; use 'sdpa' or 'naive'")
     table = module.relative_position_bias
     ws = module.window_size
 

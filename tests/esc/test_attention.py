@@ -50,6 +50,12 @@ def test_sdpa_matches_naive(shape: tuple[int, int, int], heads: int, dim: int) -
     assert (out - ref).abs().max().item() <= 1e-5
 
 
+def test_flex_on_cpu_is_a_clear_error() -> None:
+    module = _module(32, 2, 8, "flex")
+    with pytest.raises(RuntimeError, match="'flex' needs a CUDA device"):
+        module(torch.randn(1, 32, 16, 16))
+
+
 def test_unknown_attention_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown attention 'fast'"):
         esc.build_model("esc-light", attention="fast")
