@@ -13,7 +13,9 @@ python tests/repair_trt_stubs.py build/typings  # tensorrt-stubs as shipped is s
 mypy
 
 echo "== pytest"
-python -m pytest  # exits non-zero on failures and on "no tests collected" (5)
+# Two workers for two cores; exports of one checkpoint stay on one worker (see tests/conftest.py).
+# pytest exits non-zero on failures and on "no tests collected" (5).
+python -m pytest -n 2 --dist loadgroup --durations=15
 
 echo "== parity report"
 python validation/parity.py --report-dir reports/parity

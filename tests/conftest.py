@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -27,9 +28,19 @@ def _skip_reasons() -> dict[str, str | None]:
     }
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one worker per core (pytest -n 2 on the 2-core CI machine)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reasons = _skip_reasons()
     for item in items:
+        # Tests that export a golden checkpoint run on one xdist worker (--dist loadgroup), so that
+        # the session-wide ExportCache exports each checkpoint once.
+        callspec = getattr(item, "callspec", None)
+        name = callspec.params.get("name") if callspec else None
+        if "exports" in getattr(item, "fixturenames", ()) and name in GOLDEN_NAMES:
+            item.add_marker(pytest.mark.xdist_group(name))
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))

@@ -55,6 +55,7 @@ def test_fp16_error_on_photographs(exports: ExportCache, photos: list, name: str
         assert psnr >= MIN_PSNR_DB
 
 
+@pytest.mark.xdist_group("fp_x4")
 def test_fp16_graph_keeps_statistics_and_softmax_in_fp32(exports: ExportCache) -> None:
     fp32 = exports.proto("fp_x4", "native")
     fp16 = to_mixed_fp16(fp32)
@@ -68,6 +69,7 @@ def test_fp16_graph_keeps_statistics_and_softmax_in_fp32(exports: ExportCache) -
     assert sum(types.get(n.input[0]) == onnx.TensorProto.FLOAT16 for n in convs) > 0.9 * len(convs)
 
 
+@pytest.mark.xdist_group("fp_x4")
 def test_fp16_plugin_node_takes_fp16_qkv_and_fp32_table(exports: ExportCache) -> None:
     fp16 = onnx.shape_inference.infer_shapes(to_mixed_fp16(exports.proto("fp_x4", "plugin")))
     types = {v.name: v.type.tensor_type.elem_type for v in fp16.graph.value_info}
@@ -79,6 +81,7 @@ def test_fp16_plugin_node_takes_fp16_qkv_and_fp32_table(exports: ExportCache) ->
         assert tables[node.input[1]] == onnx.TensorProto.FLOAT
 
 
+@pytest.mark.xdist_group("tiny_x2")
 def test_conversion_leaves_the_fp32_model_alone(exports: ExportCache) -> None:
     fp32 = exports.proto("tiny_x2", "plugin")
     before = fp32.SerializeToString()

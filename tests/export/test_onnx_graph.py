@@ -41,6 +41,7 @@ def test_one_plugin_node_per_block_with_the_contract(exports: ExportCache, name:
     }  # fmt: skip
 
 
+@pytest.mark.xdist_group("light_x4")
 @pytest.mark.parametrize("attention", ["plugin", "native"])
 def test_graph_is_clean_checked_and_small(exports: ExportCache, attention: str) -> None:
     proto = exports.proto("light_x4", attention)
@@ -56,6 +57,7 @@ def test_graph_is_clean_checked_and_small(exports: ExportCache, attention: str) 
     assert largest <= max(p.numel() for p in exports.model("light_x4").parameters())
 
 
+@pytest.mark.xdist_group("light_x4")
 @pytest.mark.parametrize("attention", ["plugin", "native"])
 def test_batch_height_width_are_dynamic_and_shapes_inferred(exports: ExportCache, attention: str) -> None:
     proto = exports.proto("light_x4", attention)
@@ -67,6 +69,7 @@ def test_batch_height_width_are_dynamic_and_shapes_inferred(exports: ExportCache
     assert len(proto.graph.value_info) > len(proto.graph.node) // 2  # intermediate shapes are recorded
 
 
+@pytest.mark.xdist_group("light_x4")
 def test_geometric_reparameterisation_is_folded(exports: ExportCache) -> None:
     import esc.layers
 
@@ -77,6 +80,7 @@ def test_geometric_reparameterisation_is_folded(exports: ExportCache) -> None:
     assert not any(a.shape == folded.shape and (a == model.plk_filter.detach().numpy()).all() for a in arrays.values())
 
 
+@pytest.mark.xdist_group("light_x4")
 def test_native_attention_is_in_the_fusable_form(exports: ExportCache) -> None:
     """Q scaled before Q.K^T, an additive bias, Softmax, then .V: the pattern TensorRT fuses."""
     proto = exports.proto("light_x4", "native")

@@ -38,6 +38,7 @@ def test_onnxruntime_matches_torch(exports: ExportCache, name: str, attention: s
         assert np.abs(got - expected).max() <= TOLERANCE, tuple(x.shape)
 
 
+@pytest.mark.xdist_group("tiny_x2_b2")
 def test_attention_node_at_opset_23(exports: ExportCache) -> None:
     proto = exports.proto("tiny_x2_b2", "native", opset=23)
     assert sum(n.op_type == "Attention" for n in proto.graph.node) == 1  # one block
