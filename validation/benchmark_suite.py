@@ -1,0 +1,451 @@
+"""Latency and peak memory of ESC per backend, as a library (validation/benchmark.py is the CLI).
+
+The paper's protocol: a 1280x720 output (input = output / scale), batch 1, a warm-up, then the median
+of at least 100 runs timed with CUDA events; peak memory is ``torch.cuda.max_memory_allocated`` (weights,
+activations and workspace of the torch backends) or, for TensorRT, the engine's device memory (one
+execution context). Without a GPU the same cases run in CPU mode: eager torch and ONNX Runtime on the
+CPU, ``time.perf_counter``, peak resident memory from /proc (VmHWM, reset before each case), else
+``resource.getrusage`` (the process's lifetime peak).
+
+Backends: eager-naive, eager-sdpa, eager-flex (compiled FlexAttention: the paper's eager model),
+eager-fused (this project's kernel), onnxruntime (the native graph; mixed fp16 for fp16), tensorrt.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from export.defaults import DEFAULT_PLUGIN, DEFAULT_PRESET, DEFAULT_SEED
+
+if TYPE_CHECKING:
+    from esc.models import ESCBase
+
+Device = Literal["cuda", "cpu"]
+DType = Literal["fp16", "fp32"]
+BACKENDS = ("eager-naive", "eager-sdpa", "eager-flex", "eager-fused", "onnxruntime", "tensorrt")
+PAPER_RUNS = 100
+PAPER_OUTPUT = (1280, 720)  # width x height
+
+
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """Every choice that changes what is measured."""
+
+    backends: tuple[str, ...] = BACKENDS
+    output_size: tuple[int, int] = PAPER_OUTPUT  # (width, height)
+    scales: tuple[int, ...] = (2, 4)
+    dtypes: tuple[DType, ...] = ("fp16", "fp32")
+    runs: int = PAPER_RUNS
+    warmup: int = 10
+    device: Device = "cpu"
+    preset: str = DEFAULT_PRESET
+    checkpoint: Path | None = None
+    plugin: Path = DEFAULT_PLUGIN
+    work_dir: Path = Path("reports/benchmark")
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown:
+            raise ValueError(f"unknown backends {unknown}; expected some of {', '.join(BACKENDS)}")
+        if self.runs < 1 or self.warmup < 0:
+            raise ValueError(f"expected runs >= 1 and warmup >= 0, found {self.runs} and {self.warmup}")
+        bad = [d for d in self.dtypes if d not in ("fp16", "fp32")]
+        if bad or not self.dtypes:
+            raise ValueError(f"dtypes: expected fp16 and/or fp32, found {list(self.dtypes)}")
+        if not self.scales or any(s < 1 for s in self.scales):
+            raise ValueError(f"scales: expected positive integers, found {list(self.scales)}")
+        width, height = self.output_size
+        for s in self.scales:
+            if width % s or height % s:
+                raise ValueError(f"output size {width}x{height} is not divisible by scale {s}")
+
+    def input_size(self, scale: int) -> tuple[int, int]:
+        """(height, width) of the input for ``scale``."""
+        width, height = self.output_size
+        return height // scale, width // scale
+
+    @property
+    def protocol(self) -> str:
+        """'paper (CUDA events, warm-up 10, median of 100 runs)' or 'reduced (...; why)'."""
+        timer = "CUDA events" if self.device == "cuda" else "time.perf_counter"
+        why = [f"fewer than {PAPER_RUNS} runs"] if self.runs < PAPER_RUNS else []
+        why += ["CPU mode"] if self.device != "cuda" else []
+        kind = f"reduced: {', '.join(why)}; " if why else "paper: "
+        return f"{kind}{timer}, warm-up {self.warmup}, median of {self.runs} runs"
+
+
+@dataclass
+class CaseResult:
+    backend: str
+    scale: int
+    dtype: DType
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    status: Literal["ok", "skipped", "error"]
+    reason: str = ""
+    times_ms: list[float] = field(default_factory=list)
+    memory_mib: float | None = None
+    memory_kind: str = ""
+    memory_before_mib: float | None = None  # CPU mode: resident memory when the timed runs began
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} x{self.scale} {self.dtype}"
+
+    @property
+    def median_ms(self) -> float | None:
+        return statistics.median(self.times_ms) if self.times_ms else None
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        times = sorted(self.times_ms)
+        data.pop("times_ms")
+        if times:
+            data.update(
+                median_ms=statistics.median(times),
+                mean_ms=statistics.fmean(times),
+                min_ms=times[0],
+                p90_ms=times[min(len(times) - 1, int(0.9 * len(times)))],
+                max_ms=times[-1],
+                runs=len(times),
+                fps=1000.0 / statistics.median(times),
+            )
+        data["times_ms"] = [round(t, 4) for t in self.times_ms]
+        return data
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+class CpuPeakMemory:
+    """Peak resident set size: /proc/self/status VmHWM, reset through clear_refs; else getrusage."""
+
+    def __init__(self) -> None:
+        self.resettable = self._reset()
+
+    @staticmethod
+    def _reset() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            return _vm_hwm_kib() is not None
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        if self.resettable:
+            self._reset()
+
+    def peak_mib(self) -> float:
+        if self.resettable:
+            value = _vm_hwm_kib()
+            if value is not None:
+                return value / 1024
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    @property
+    def kind(self) -> str:
+        return "peak RSS (VmHWM, reset per case)" if self.resettable else "peak RSS of the process (getrusage)"
+
+
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _vm_hwm_kib() -> int | None:
+    return _proc_status_kib("VmHWM")
+
+
+def _vm_rss_kib() -> int | None:
+    return _proc_status_kib("VmRSS")
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def build_models(options: BenchmarkOptions) -> dict[int, ESCBase]:
+    """{scale: model}: the checkpoint (its own scale), or the preset with seeded random weights."""
+    import torch
+
+    import esc
+
+    if options.checkpoint is not None:
+        model = esc.load_model(options.checkpoint)
+        if set(options.scales) != {model.config.scale}:
+            raise ValueError(
+                f"--scale {','.join(map(str, options.scales))} does not match the checkpoint's x{model.config.scale}"
+            )
+        return {model.config.scale: model.eval()}
+    models = {}
+    for scale in options.scales:
+        torch.manual_seed(DEFAULT_SEED)
+        models[scale] = esc.build_model(options.preset, scale=scale).eval()
+    return models
+
+
+def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) -> str | None:
+    """Why ``backend`` cannot run here, or None."""
+    import importlib.util
+
+    if backend in ("eager-flex", "eager-fused") and device != "cuda":
+        what = "compiled FlexAttention (inductor cannot compile it for CPU in torch 2.13)"
+        if backend == "eager-fused":
+            what = "this project's CUDA kernel"
+        return f"needs a CUDA device: {what}"
+    if backend == "eager-fused":
+        from esc.fused_attention import LIBRARY_ENV
+
+        cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+        if not (os.environ.get(LIBRARY_ENV) or shutil.which("nvcc") or (Path(cuda_home) / "bin" / "nvcc").is_file()):
+            return f"needs nvcc to compile the fused kernel, or {LIBRARY_ENV} naming a prebuilt library"
+    if backend == "onnxruntime":
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed"
+        if device == "cuda":
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    if backend == "tensorrt":
+        from export.engine_env import MissingDependencyError, require_cuda_gpu, require_tensorrt
+
+        try:
+            require_tensorrt()
+            require_cuda_gpu()
+        except MissingDependencyError as exc:
+            return str(exc)
+        if not plugin.is_file():
+            build = "cmake -S engines/plugin -B build/plugin && cmake --build build/plugin"
+            return f"plugin library {plugin} not built ({build})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- one case
+
+Fn = Callable[[], Any]
+
+
+@dataclass
+class Prepared:
+    fn: Fn
+    memory_kind: str
+    detail: str
+    fixed_memory_mib: float | None = None  # TensorRT: the engine's device memory
+
+
+def _prepare_eager(model: ESCBase, backend: str, dtype: DType, device: Device, shape: tuple[int, ...]) -> Prepared:
+    import copy
+
+    import torch
+
+    torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
+    net = copy.deepcopy(model).to(device, torch_dtype).eval()
+    net.set_attention(backend.removeprefix("eager-"))
+    x = torch.rand(shape, device=device, dtype=torch_dtype)
+
+    def fn() -> Any:
+        with torch.inference_mode():
+            return net(x)
+
+    kind = "torch.cuda.max_memory_allocated" if device == "cuda" else ""
+    return Prepared(fn, kind, f"eager torch {torch.__version__}, attention {backend.removeprefix('eager-')}")
+
+
+def _prepare_onnxruntime(model: ESCBase, dtype: DType, device: Device, shape: tuple[int, ...]) -> Prepared:
+    import numpy as np
+    import onnxruntime as ort
+
+    from validation.parity_runners import export_graphs, fp16_graph
+
+    proto = export_graphs(model, ["native"])["native"]
+    if dtype == "fp16":
+        proto = fp16_graph(proto)
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    session_options = ort.SessionOptions()
+    session_options.log_severity_level = 3
+    session = ort.InferenceSession(proto.SerializeToString(), session_options, providers=providers)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    name = session.get_inputs()[0].name
+
+    def fn() -> Any:
+        return session.run(None, {name: x})
+
+    graph = "native graph" + (", mixed fp16" if dtype == "fp16" else "")
+    return Prepared(fn, "", f"ONNX Runtime {ort.__version__} ({', '.join(session.get_providers())}), {graph}")
+
+
+def _prepare_tensorrt(model: ESCBase, dtype: DType, shape: tuple[int, ...], options: BenchmarkOptions) -> Prepared:
+    import torch
+
+    from export.engine_build import build_engine
+    from export.engine_options import EngineOptions
+    from export.engine_options import Precision as EnginePrecision
+    from export.engine_runner import EngineRunner
+    from export.files import atomic_write_bytes
+    from export.shape_profile import ShapeProfile
+    from validation.parity_runners import export_graphs
+
+    onnx_path = options.work_dir / f"benchmark_x{model.config.scale}.onnx"
+    atomic_write_bytes(onnx_path, export_graphs(model, ["plugin"])["plugin"].SerializeToString())
+    b, c, h, w = shape
+    static = (b, c, h, w)
+    engine_options = EngineOptions(
+        onnx=onnx_path,
+        plugin=options.plugin,
+        precision=EnginePrecision(dtype),
+        profile=ShapeProfile(static, static, static),
+        output=options.work_dir / f"benchmark_x{model.config.scale}_{dtype}_{h}x{w}.engine",
+    )
+    built = build_engine(engine_options, progress=False)
+    runner = EngineRunner(built.engine, plugin=options.plugin)
+    x = torch.rand(shape, device=runner.device)
+
+    def fn() -> Any:
+        return runner(x)
+
+    memory = runner.device_memory_bytes / 2**20
+    return Prepared(fn, "TensorRT engine device memory (one context)", runner.describe(), fixed_memory_mib=memory)
+
+
+def measure(
+    fn: Fn, *, runs: int, warmup: int, device: Device, progress: bool, desc: str
+) -> tuple[list[float], float, float | None]:
+    """(per-run milliseconds, peak memory in MiB: CUDA allocator peak or peak RSS, CPU: RSS before)."""
+    import torch
+    from tqdm import tqdm
+
+    cpu_memory = CpuPeakMemory() if device == "cpu" else None
+    for _ in range(warmup):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    elif cpu_memory is not None:
+        cpu_memory.start()
+    before = _vm_rss_kib()
+    times: list[float] = []
+    for _ in tqdm(range(runs), desc=desc, disable=not progress, leave=False):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(float(start.elapsed_time(end)))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
+    if device == "cuda":
+        return times, torch.cuda.max_memory_allocated() / 2**20, None
+    assert cpu_memory is not None
+    return times, cpu_memory.peak_mib(), None if before is None else before / 1024
+
+
+def run_case(
+    model: ESCBase, backend: str, dtype: DType, options: BenchmarkOptions, *, progress: bool = False
+) -> CaseResult:
+    scale = model.config.scale
+    h, w = options.input_size(scale)
+    result = CaseResult(backend, scale, dtype, (h, w), (h * scale, w * scale), "ok")
+    reason = skip_reason(backend, options.device, plugin=options.plugin)
+    if reason:
+        result.status, result.reason = "skipped", reason
+        return result
+    if min(h, w) < model.config.min_side:
+        result.status = "skipped"
+        result.reason = f"input {h}x{w} is below the model's minimum side {model.config.min_side}"
+        return result
+    shape = (1, 3, h, w)
+    try:
+        if backend.startswith("eager-"):
+            prepared = _prepare_eager(model, backend, dtype, options.device, shape)
+        elif backend == "onnxruntime":
+            prepared = _prepare_onnxruntime(model, dtype, options.device, shape)
+        else:
+            prepared = _prepare_tensorrt(model, dtype, shape, options)
+        times, peak, before = measure(
+            prepared.fn,
+            runs=options.runs,
+            warmup=options.warmup,
+            device=options.device,
+            progress=progress,
+            desc=result.label,
+        )
+    except Exception as exc:  # a backend that cannot run a case is reported, not fatal
+        first = (str(exc).strip().splitlines() or [""])[0]
+        result.status, result.reason = "error", f"{type(exc).__name__}: {first}"
+        return result
+    result.times_ms, result.detail, result.memory_before_mib = times, prepared.detail, before
+    if prepared.fixed_memory_mib is not None:
+        result.memory_mib, result.memory_kind = prepared.fixed_memory_mib, prepared.memory_kind
+    else:
+        result.memory_mib = peak
+        result.memory_kind = prepared.memory_kind or (
+            "torch.cuda.max_memory_allocated" if options.device == "cuda" else CpuPeakMemory().kind
+        )
+    return result
+
+
+def run_benchmark(
+    options: BenchmarkOptions,
+    *,
+    models: dict[int, ESCBase] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[CaseResult]:
+    """Every (scale, dtype, backend) case, in that order."""
+    models = models if models is not None else build_models(options)
+    results = []
+    for scale in sorted(models):
+        for dtype in options.dtypes:
+            for backend in options.backends:
+                case = run_case(models[scale], backend, dtype, options, progress=progress)
+                log(format_case(case))
+                results.append(case)
+    return results
+
+
+def format_case(case: CaseResult) -> str:
+    if case.status != "ok":
+        return f"{case.label}: {case.status}: {case.reason}"
+    memory = f"{case.memory_mib:.0f} MiB" if case.memory_mib is not None else "-"
+    return f"{case.label}: median {case.median_ms:.2f} ms over {len(case.times_ms)} runs, memory {memory}"
+
+
+def table_rows(cases: Sequence[CaseResult]) -> list[list[str]]:
+    """Header plus one row per case: the printed and Markdown table share it."""
+    rows = [["backend", "scale", "dtype", "input", "median ms", "mean ms", "p90 ms", "runs", "memory MiB", "status"]]
+    for c in cases:
+        s = c.summary()
+        timed = c.status == "ok"
+        rows.append(
+            [
+                c.backend,
+                f"x{c.scale}",
+                c.dtype,
+                f"{c.input_size[0]}x{c.input_size[1]}",
+                f"{s['median_ms']:.2f}" if timed else "-",
+                f"{s['mean_ms']:.2f}" if timed else "-",
+                f"{s['p90_ms']:.2f}" if timed else "-",
+                str(s["runs"]) if timed else "-",
+                f"{c.memory_mib:.0f}" if c.memory_mib is not None else "-",
+                "ok" if timed else f"{c.status}: {c.reason}",
+            ]
+        )
+    return rows
