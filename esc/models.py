@@ -82,6 +82,15 @@ class ESCBase(nn.Module):
                 f">= {self.config.min_side} (minimum side for reflect padding)"
             )
 
+    def features(self, x: Tensor, *lk: Tensor) -> tuple[Tensor, Tensor]:
+        """Checked input -> (deep features after all blocks, shallow features for the skip)."""
+        self.check_input(x)
+        skip = self.proj(x)
+        feat = skip
+        for block in self.blocks:
+            feat = block(feat, *lk)
+        return feat, skip
+
     def to_deploy(self) -> ESCBase:
         """A copy for export: constant large kernel, batch-free dynamic conv; same outputs."""
         model = copy.deepcopy(self)
@@ -133,13 +142,8 @@ class ESC(GeoKernelNet):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, H, W) -> (B, 3, s*H, s*W)."""
-        self.check_input(x)
         s = self.config.scale
-        feat = self.proj(x)
-        skip = feat
-        lk = self.large_kernel()
-        for block in self.blocks:
-            feat = block(feat, lk)
+        feat, skip = self.features(x, self.large_kernel())
         feat = self.last(feat) + skip
         base = x.unsqueeze(2).expand(-1, -1, s * s, -1, -1).flatten(1, 2)  # repeat_interleave(s*s, dim=1)
         return F.pixel_shuffle(self.to_img(feat) + base, s)
@@ -161,12 +165,8 @@ class ESCFP(ESCBase):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, H, W) -> (B, 3, s*H, s*W)."""
-        self.check_input(x)
         s = self.config.scale
-        feat = self.proj(x)
-        skip = feat
-        for block in self.blocks:
-            feat = block(feat, self.lk_channel, self.lk_spatial)
+        feat, skip = self.features(x, self.lk_channel, self.lk_spatial)
         feat = self.last(self.ln_last(feat)) + skip
         base = F.interpolate(x, scale_factor=s, mode="bicubic")
         return F.pixel_shuffle(self.to_img(feat), s) + base
@@ -200,12 +200,7 @@ class ESCReal(GeoKernelNet):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, H, W) -> (B, 3, 4H, 4W)."""
-        self.check_input(x)
-        feat = self.proj(x)
-        skip = feat
-        lk = self.large_kernel()
-        for block in self.blocks:
-            feat = block(feat, lk)
+        feat, skip = self.features(x, self.large_kernel())
         feat = self.last(feat) + skip + self.skip(x)
         return self.to_img(feat)
 

@@ -11,33 +11,37 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from export.cli import ArgumentParser, fail, quiet_exporter_logs
 from export.defaults import DEFAULT_ONNX, DEFAULT_PLUGIN
 
+if TYPE_CHECKING:
+    from esc.models import ESCBase
+
 ORT_TOLERANCE = 1e-4  # float32 ONNX Runtime vs PyTorch, max abs
 
 
-def photograph(side: int = 96) -> np.ndarray:
-    """scikit-image's astronaut, downscaled to a low-resolution input (1, 3, side, side) in [0, 1]."""
-    from PIL import Image
-    from skimage import data
+def photograph(model: ESCBase) -> np.ndarray:
+    """scikit-image's astronaut as the model's low-resolution input (1, 3, h, w) in [0, 1]."""
+    from validation.images import skimage_photographs, to_low_res
 
-    small = Image.fromarray(data.astronaut()).resize((side, side), Image.Resampling.BICUBIC)
-    return (np.asarray(small, dtype=np.float32) / 255).transpose(2, 0, 1)[None].copy()
+    ((name, rgb),) = skimage_photographs(("astronaut",))
+    config = model.config
+    return to_low_res(rgb, name, scale=config.scale, max_side=96, min_side=config.min_side).pixels
 
 
-def check_with_onnxruntime(model: object, onnx_path: str) -> float:
+def check_with_onnxruntime(model: ESCBase, onnx_path: str) -> float:
     import onnxruntime as ort
     import torch
 
-    x = photograph()
+    x = photograph(model)
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"input": x})
     with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()  # type: ignore[operator]
+        expected = model(torch.from_numpy(x)).numpy()
     return float(np.abs(got - expected).max())
 
 

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +29,8 @@ import torch
 from torch import Tensor
 
 from export.cli import ArgumentParser
+from export.files import atomic_write_text
+from validation.machine import nvidia_driver
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BACKENDS = ("fused", "flex", "sdpa")
@@ -109,27 +108,13 @@ def time_cuda(fn: Callable[[], Tensor], warmup: int, iters: int) -> float:
     return statistics.median(times)
 
 
-def _driver_version() -> str:
-    try:
-        result = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        )
-        return result.stdout.strip().splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return "unknown"
-
-
 def machine() -> dict[str, str]:
     props = torch.cuda.get_device_properties(0)
     return {
         "GPU": torch.cuda.get_device_name(0),
         "SMs": str(props.multi_processor_count),
         "compute capability": f"{props.major}.{props.minor}",
-        "driver": _driver_version(),
+        "driver": nvidia_driver() or "unknown",
         "CUDA (torch)": str(torch.version.cuda),
         "torch": torch.__version__,
         "Python": platform.python_version(),
@@ -215,17 +200,6 @@ def render(rows: Sequence[dict[str, str]], info: dict[str, str], warmup: int, it
     return "\n".join(lines)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(prefix=path.name, suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(partial, path)
-    finally:
-        Path(partial).unlink(missing_ok=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--warmup", type=int, default=10)
@@ -239,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     sfu = SfuAssumption(ex2_per_clock_per_sm=args.sfu_ex2_per_clock, clock_ghz=args.sfu_clock_ghz)
     rows = run_benchmark(args.warmup, args.iters, sfu)
-    write_atomically(args.output, render(rows, machine(), args.warmup, args.iters, sfu))
+    atomic_write_text(args.output, render(rows, machine(), args.warmup, args.iters, sfu))
     print(f"wrote {args.output}")
     return 0
 
