@@ -29,7 +29,16 @@ HEAD_SIZES = (16, 32)
 MIN_WINDOW_SIZE = 8
 MAX_WINDOW_SIZE = 64
 
-_SOURCES = ("escWindowAttentionKernel.cu", "escWindowAttentionKernel.h")
+# The .cu first (the one compiled); every file it includes, so that an edit to any of them rebuilds the cache.
+_SOURCES = (
+    "escWindowAttentionKernel.cu",
+    "escWindowAttentionKernel.h",
+    "escWindowAttentionPlan.h",
+    "escDevicePrimitives.cuh",
+    "escWindowAttentionCommon.cuh",
+    "escWindowAttentionSimt.cuh",
+    "escWindowAttentionMma.cuh",
+)
 _NVCC_FLAGS = ("-std=c++17", "-O3", "-shared", "-Xcompiler", "-fPIC", "-cudart", "static")
 # EscDataType in escWindowAttentionKernel.h.
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1}
