@@ -177,8 +177,10 @@ def run_parity(
     for r in runnable:
         if r.name == REFERENCE:
             continue
+        t0 = time.perf_counter()
         _run_one(r, model, inputs, reference, fp32_graphs, fp16_cache, table, options, reference_model, log)
-        log(r.line())
+        # Progress only: the verdict lines are printed together in the summary (ParityResult.lines).
+        log(f"ran {r.name} ({r.status}) in {time.perf_counter() - t0:.1f} s")
 
     cross_checks = _cross_checks(results, table)
     return ParityResult(
@@ -294,7 +296,7 @@ def _localise(
     except (ValueError, RuntimeError) as exc:
         r.drift_error = _one_line(exc)
         return
-    log(r.drift.line())
+    log(f"localised the drift of {r.name} (see the summary)")
 
 
 def _cross_checks(results: Mapping[str, BackendResult], table: Mapping[str, Threshold]) -> list[CrossCheck]:
