@@ -4,8 +4,9 @@
 their launch plan with the host compiler, over a CPU emulation of the few primitives they use: block barriers,
 warp shuffles and mma.sync m16n8k16 in the PTX ISA's fragment layout, one fiber per CUDA thread. This checks the
 index arithmetic (windows, reflect padding, bias lookup, crop), the online softmax and the tensor-core fragment
-bookkeeping on machines without a GPU. It says nothing about speed, hardware rounding or memory ordering; the
-CUDA tests (test_fused_attention.py) remain the GPU proof.
+bookkeeping on machines without a GPU, and (with only the CUDA launch swapped for the emulated one) that the
+model's ``fused`` backend reproduces the official golden outputs. It says nothing about speed, hardware rounding
+or memory ordering; the CUDA tests (test_fused_attention.py) remain the GPU proof.
 """
 
 from __future__ import annotations
@@ -148,3 +149,34 @@ def test_emulated_launch_refuses_unsupported_arguments(emulated: ctypes.CDLL, sh
     status, _ = run_emulated(emulated, qkv, table, out, heads, ws, tensor_cores=True)
     assert status == INVALID_VALUE, why
     assert out.isnan().all(), "a refused launch must not write"
+
+
+def emulated_launch(lib: ctypes.CDLL):  # -> a stand-in for esc.fused_attention.launch_window_attention
+    def launch(qkv: torch.Tensor, table: torch.Tensor, out: torch.Tensor, num_heads: int, window_size: int) -> None:
+        status, _ = run_emulated(lib, qkv, table, out, num_heads, window_size, tensor_cores=True)
+        assert status == 0, f"emulated launch refused {tuple(qkv.shape)}, heads {num_heads}, window {window_size}"
+
+    return launch
+
+
+@pytest.mark.nvcc
+@pytest.mark.parametrize("name", ["light_x4", "fp_x4", "real_x4"])  # tiny_x2 has head size 8: not a kernel size
+def test_model_with_fused_backend_reproduces_golden_output(
+    emulated: ctypes.CDLL, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The official outputs, through the model's `fused` backend with only the CUDA launch emulated.
+
+    Everything above the launch is the production path: esc.attention's `fused` backend, the registered
+    esc::window_attention op, its shape checks and output allocation, and the kernel's argument order.
+    """
+    import esc
+    import esc.fused_attention
+    from tests.conftest import GOLDEN_DIR, load_golden
+
+    monkeypatch.setattr(esc.fused_attention, "launch_window_attention", emulated_launch(emulated))
+    golden = load_golden(name)
+    model = esc.load_model(GOLDEN_DIR / f"{name}.pth", attention="fused")
+    with torch.inference_mode():
+        out = model(golden["input"])
+    error = (out - golden["output"]).abs().max().item()
+    assert error <= 1e-4, f"max abs error {error:.3g} vs the official output (bound of tests/esc/test_golden.py)"
