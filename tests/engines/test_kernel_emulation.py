@@ -37,6 +37,7 @@ SHAPES: list[Shape] = [
     (1, 16, 1, 20, 27, 32),  # d=16, ESC's window, one padded window
     (1, 32, 1, 33, 20, 32),  # d=32, two windows, the second almost all padding
     (1, 16, 1, 30, 25, 48),  # d=16, ESC-XL's window
+    (1, 16, 1, 20, 30, 24),  # d=16, 576 tokens: the last query block has idle warps
 ]
 # (qkv dtype, table dtype, tensor cores allowed): fp32 always runs the SIMT body; fp16 runs the tensor-core body
 # for window sizes that are multiples of 8 where the device has mma.sync (sm_80+), the SIMT body otherwise.
