@@ -14,6 +14,7 @@
 #include "escWindowAttentionPlan.h"
 #include "escWindowAttentionSimt.cuh"
 
+#include <atomic>
 #include <type_traits>
 
 namespace esc
@@ -48,18 +49,37 @@ cudaError_t allowSharedMemory(Kernel kernel, std::size_t bytes)
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
 
-//! Whether the current device has mma.sync m16n8k16 (sm_80 and newer).
-cudaError_t currentDeviceHasTensorCores(bool& hasTensorCores)
+//! Whether the tensor-core body runs on the current device: the image loaded for it must come from PTX for sm_80+
+//! (mma.sync m16n8k16; an sm_75 build JIT-compiled for a newer GPU holds only the __trap fallback). Cached per device.
+cudaError_t tensorCoreBodyUsable(bool& usable)
 {
+    constexpr int kMaxCachedDevices = 64;
+    static std::atomic<int8_t> cache[kMaxCachedDevices]; // 0 unknown, 1 no, 2 yes (static: zero-initialised)
     int device = 0;
-    int major = 0;
     cudaError_t status = cudaGetDevice(&device);
-    if (status == cudaSuccess)
+    if (status != cudaSuccess)
     {
-        status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+        return status;
     }
-    hasTensorCores = major >= 8;
-    return status;
+    bool const cacheable = device >= 0 && device < kMaxCachedDevices;
+    int8_t const known = cacheable ? cache[device].load(std::memory_order_relaxed) : int8_t{0};
+    if (known != 0)
+    {
+        usable = known == 2;
+        return cudaSuccess;
+    }
+    cudaFuncAttributes attributes{};
+    status = cudaFuncGetAttributes(&attributes, mmaWindowAttentionKernel<float, kHEAD_SIZE_SMALL>);
+    if (status != cudaSuccess)
+    {
+        return status;
+    }
+    usable = attributes.ptxVersion >= 80;
+    if (cacheable)
+    {
+        cache[device].store(usable ? 2 : 1, std::memory_order_relaxed);
+    }
+    return cudaSuccess;
 }
 
 template <typename T, typename TableT, int32_t kHeadSize>
@@ -118,7 +138,7 @@ cudaError_t launchWindowAttention(T const* qkv, TableT const* table, T* out, int
     bool tensorCores = false;
     if constexpr (std::is_same_v<T, __half>)
     {
-        cudaError_t const status = currentDeviceHasTensorCores(tensorCores);
+        cudaError_t const status = tensorCoreBodyUsable(tensorCores);
         if (status != cudaSuccess)
         {
             return status;

@@ -83,8 +83,8 @@ ESC_DEVICE void mmaWindowAttention(
     int32_t const firstQuery = queryBlock * blockQueries;
     int32_t const lastQuery = lesser(tokens, firstQuery + blockQueries) - 1;
     int32_t const firstRow = stageBiasRows(table, head, firstQuery, lastQuery, w, bias);
-    // tokens is a multiple of 64, so a warp's 16 queries are either all in the window or all past it (the last
-    // block of a window whose token count is not a multiple of blockQueries); idle warps only help staging.
+    // The plan makes blockQueries divide tokens, so every warp has 16 queries of the window; the check keeps the
+    // body correct for any plan (a warp past the window would only help staging).
     int32_t const warpQuery = firstQuery + tid / 32 * Tiling::kWarpQueries;
     bool const warpActive = warpQuery < tokens;
 

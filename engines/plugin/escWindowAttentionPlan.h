@@ -147,7 +147,15 @@ PlanStatus planWindowAttention(int32_t batch, int32_t numHeads, int32_t height, 
     {
         using Tiling = MmaTiling<kHeadSize>;
         plan.body = KernelBody::kTENSOR_CORE;
-        plan.threads = 32 * minimum(Tiling::kMaxWarps, tokens / Tiling::kWarpQueries);
+        // The most warps (up to kMaxWarps) that divide the window's 16-query row blocks, so that no warp idles
+        // in a window's last block (w = 24: 36 row blocks, 6 warps); tokens is a multiple of 64, so at least 4.
+        int32_t const rowBlocks = tokens / Tiling::kWarpQueries;
+        int32_t warps = Tiling::kMaxWarps;
+        while (rowBlocks % warps != 0)
+        {
+            --warps;
+        }
+        plan.threads = 32 * warps;
         blockQueries = plan.threads / 32 * Tiling::kWarpQueries;
         staging = Tiling::stagingBytes();
     }

@@ -18,7 +18,7 @@ SHAPES = [
     (1, 64, 2, 50, 33, 48),  # d=32, ESC-XL's window
     (1, 32, 2, 20, 14, 9),  # d=16, N = 81 tokens
     (1, 32, 2, 70, 40, 64),  # d=16, N = 4096 tokens
-    (1, 16, 1, 20, 30, 24),  # d=16, 576 tokens: the tensor-core body's last query block has idle warps
+    (1, 16, 1, 20, 30, 24),  # d=16, 576 tokens: 6 warps per block in the tensor-core body
 ]
 
 
@@ -56,6 +56,8 @@ def test_fp16_matches_reference(shape: tuple[int, int, int, int, int, int], tabl
     assert not out.isnan().any()
     relative = ((out.double() - expected).norm() / expected.norm()).item()
     assert relative <= 5e-3, f"relative L2 error {relative:.3g} > 5e-3"
+    error = (out.double() - expected).abs().max().item()  # a few wrong pixels cannot hide in the norm
+    assert error <= 5e-3, f"max abs error {error:.3g} > 5e-3"
 
 
 @pytest.mark.cuda

@@ -2,11 +2,14 @@
  * CPU emulation of the device primitives of engines/plugin/escDevicePrimitives.cuh, so that the kernel bodies
  * (the exact source the GPU runs) can be checked on machines without a GPU.
  *
- * A block runs as one fiber (ucontext) per CUDA thread on a single OS thread. A fiber runs until it reaches a
- * barrier: syncBlock() waits for every live thread of the block, the warp primitives (shuffleXor, mmaF16F32)
- * wait for the 32 lanes of the warp, which exchange their registers through a per-warp buffer. mma.sync is
- * computed from the fragment layout of the PTX ISA (m16n8k16, f16 inputs, f32 accumulation) with float math.
- * Not emulated: timing, memory ordering beyond the barriers, and the hardware's rounding order inside mma.
+ * A block runs as one fiber (ucontext) per CUDA thread on a single OS thread. Between two block barriers
+ * (syncBlock) the warps run one at a time, each to the barrier, in alternating forward and reverse order, so that
+ * a missing barrier between one warp's shared-memory writes and another's reads shows up as a wrong result. Warp
+ * primitives (shuffleXor, mmaF16F32) wait for the 32 lanes of the warp, which exchange their registers through a
+ * per-warp buffer; the lanes must all be at the same primitive. mma.sync is computed from the fragment layout of
+ * the PTX ISA (m16n8k16, f16 inputs, f32 accumulation) with float math. Shared memory starts as NaN bytes (as
+ * garbage would on a GPU) and is followed by a guard region checked after the block.
+ * Not emulated: timing, memory ordering beyond the barriers, and the hardware's rounding inside mma and ex2.
  */
 #pragma once
 
@@ -43,6 +46,13 @@ public:
         kDONE,
     };
 
+    //! Warp primitives, recorded per lane so that a barrier where lanes disagree is an error.
+    enum class WarpOp : int32_t
+    {
+        kSHUFFLE = 1,
+        kMMA = 2,
+    };
+
     //! Runs `body` once per thread of a block of `threads` threads (a multiple of 32) at block index (x, y, z).
     template <typename Body>
     static void run(Body const& body, int32_t threads, uint32_t x, uint32_t y, uint32_t z, std::size_t sharedBytes)
@@ -55,6 +65,7 @@ public:
         block.mBody = [](void const* context) { (*static_cast<Body const*>(context))(); };
         block.mBodyContext = &body;
         block.schedule();
+        block.checkGuard();
     }
 
     static EmulatedBlock& current()
@@ -90,17 +101,23 @@ public:
         swapcontext(&fiber.context, &mScheduler);
     }
 
-    //! The running lane's exchange slot for the warp primitive in progress (two buffers, used alternately, so a
-    //! lane may write the next primitive's registers while slower lanes still read this one's).
-    uint32_t* exchange(int32_t lane, int32_t generation)
+    //! Starts a warp primitive for the running lane: records it and returns the lane's exchange slot. Two buffers
+    //! are used alternately, so a lane may write the next primitive's registers while slower lanes still read
+    //! this one's.
+    uint32_t* beginWarpOp(WarpOp op, int32_t argument)
     {
-        int32_t const warpBase = mRunning - mRunning % kWarpSize;
-        return mExchange[generation % 2].data() + static_cast<std::size_t>(warpBase + lane) * kExchangeWords;
+        Fiber& fiber = mFibers[mRunning];
+        fiber.warpOp = op;
+        fiber.warpArgument = argument;
+        return exchange(mRunning % kWarpSize, fiber.warpGeneration);
     }
 
-    int32_t& warpGeneration()
+    //! Ends the running lane's warp primitive: waits for the warp and returns the warp's exchange buffer.
+    uint32_t const* exchangeOfWarp()
     {
-        return mFibers[mRunning].warpGeneration;
+        int32_t const generation = mFibers[mRunning].warpGeneration++;
+        wait(State::kAT_WARP_BARRIER);
+        return exchange(0, generation);
     }
 
 private:
@@ -110,20 +127,35 @@ private:
         std::vector<char> stack;
         State state = State::kREADY;
         int32_t warpGeneration = 0;
+        WarpOp warpOp = WarpOp::kSHUFFLE;
+        int32_t warpArgument = 0;
     };
 
     static constexpr std::size_t kStackBytes = 256 * 1024;
+    static constexpr std::size_t kGuardBytes = 256;
+    static constexpr unsigned char kSharedPoison = 0xff; // NaN in fp16 and fp32
+    static constexpr unsigned char kGuardPattern = 0xa5;
     static inline EmulatedBlock* sCurrent = nullptr;
 
     EmulatedBlock(int32_t threads, uint32_t x, uint32_t y, uint32_t z, std::size_t sharedBytes)
         : mFibers(static_cast<std::size_t>(threads))
-        , mShared((sharedBytes + 15) / 16)
+        , mShared((sharedBytes + kGuardBytes + 15) / 16)
+        , mSharedBytes(sharedBytes)
         , mBlockIndex{x, y, z}
     {
+        auto* const bytes = reinterpret_cast<unsigned char*>(mShared.data());
+        std::memset(bytes, kSharedPoison, sharedBytes);
+        std::memset(bytes + sharedBytes, kGuardPattern, mShared.size() * 16 - sharedBytes);
         for (auto& buffer : mExchange)
         {
             buffer.assign(static_cast<std::size_t>(threads) * kExchangeWords, 0U);
         }
+    }
+
+    uint32_t* exchange(int32_t lane, int32_t generation)
+    {
+        int32_t const warpBase = mRunning - mRunning % kWarpSize;
+        return mExchange[generation % 2].data() + static_cast<std::size_t>(warpBase + lane) * kExchangeWords;
     }
 
     static void fiberMain()
@@ -145,28 +177,21 @@ private:
             fiber.context.uc_link = &mScheduler;
             makecontext(&fiber.context, &EmulatedBlock::fiberMain, 0);
         }
-        int32_t const threads = blockSize();
-        while (true)
+        int32_t const warps = blockSize() / kWarpSize;
+        for (int32_t phase = 0;; ++phase)
         {
-            bool progressed = false;
-            for (mRunning = 0; mRunning < threads; ++mRunning)
+            // Each warp runs alone up to the next block barrier (or its end); the order alternates per phase.
+            for (int32_t i = 0; i < warps; ++i)
             {
-                if (mFibers[mRunning].state == State::kREADY)
-                {
-                    swapcontext(&mScheduler, &mFibers[mRunning].context);
-                    progressed = true;
-                }
+                runWarp(phase % 2 == 0 ? i : warps - 1 - i);
             }
-            mRunning = -1;
-            progressed = releaseWarps() || progressed;
-            progressed = releaseBlock() || progressed;
-            if (!progressed)
+            if (!releaseBlock())
             {
                 break;
             }
         }
         sCurrent = nullptr;
-        for (int32_t t = 0; t < threads; ++t)
+        for (int32_t t = 0; t < blockSize(); ++t)
         {
             if (mFibers[t].state != State::kDONE)
             {
@@ -176,26 +201,51 @@ private:
         }
     }
 
-    bool releaseWarps()
+    //! Runs the lanes of one warp, releasing its warp barriers, until none of them can go on.
+    void runWarp(int32_t warp)
     {
-        bool released = false;
-        for (std::size_t base = 0; base < mFibers.size(); base += kWarpSize)
+        int32_t const base = warp * kWarpSize;
+        while (true)
         {
-            bool all = true;
-            for (std::size_t lane = 0; lane < kWarpSize; ++lane)
+            bool ran = false;
+            for (mRunning = base; mRunning < base + kWarpSize; ++mRunning)
             {
-                all = all && mFibers[base + lane].state == State::kAT_WARP_BARRIER;
-            }
-            if (all)
-            {
-                for (std::size_t lane = 0; lane < kWarpSize; ++lane)
+                if (mFibers[mRunning].state == State::kREADY)
                 {
-                    mFibers[base + lane].state = State::kREADY;
+                    swapcontext(&mScheduler, &mFibers[mRunning].context);
+                    ran = true;
                 }
-                released = true;
+            }
+            mRunning = -1;
+            if (!releaseWarp(base) && !ran)
+            {
+                return;
             }
         }
-        return released;
+    }
+
+    bool releaseWarp(int32_t base)
+    {
+        Fiber const& first = mFibers[base];
+        for (int32_t lane = 0; lane < kWarpSize; ++lane)
+        {
+            Fiber const& fiber = mFibers[base + lane];
+            if (fiber.state != State::kAT_WARP_BARRIER)
+            {
+                return false;
+            }
+            if (fiber.warpGeneration != first.warpGeneration || fiber.warpOp != first.warpOp
+                || fiber.warpArgument != first.warpArgument)
+            {
+                throw std::runtime_error("lanes " + std::to_string(base) + " and " + std::to_string(base + lane)
+                    + " met at different warp primitives");
+            }
+        }
+        for (int32_t lane = 0; lane < kWarpSize; ++lane)
+        {
+            mFibers[base + lane].state = State::kREADY;
+        }
+        return true;
     }
 
     bool releaseBlock()
@@ -205,7 +255,7 @@ private:
         {
             if (fiber.state == State::kREADY || fiber.state == State::kAT_WARP_BARRIER)
             {
-                return false;
+                return false; // a warp stuck at a warp barrier: reported as a deadlock
             }
             any = any || fiber.state == State::kAT_BLOCK_BARRIER;
         }
@@ -219,8 +269,22 @@ private:
         return any;
     }
 
+    void checkGuard() const
+    {
+        auto const* const bytes = reinterpret_cast<unsigned char const*>(mShared.data());
+        for (std::size_t i = mSharedBytes; i < mShared.size() * 16; ++i)
+        {
+            if (bytes[i] != kGuardPattern)
+            {
+                throw std::runtime_error("shared memory written past its " + std::to_string(mSharedBytes)
+                    + " planned bytes (at byte " + std::to_string(i) + ")");
+            }
+        }
+    }
+
     std::vector<Fiber> mFibers;
     std::vector<float4> mShared; // float4 keeps the 16-byte alignment of CUDA's dynamic shared memory
+    std::size_t mSharedBytes;
     std::vector<uint32_t> mExchange[2];
     uint32_t mBlockIndex[3];
     ucontext_t mScheduler{};
@@ -278,16 +342,17 @@ inline float exp2Approx(float x)
 namespace detail
 {
 
-//! Publishes this lane's registers, waits for the warp, and returns the warp's exchange base of this round.
+//! Publishes this lane's registers for primitive `op`, waits for the warp, and returns the warp's exchange buffer
+//! of this round and the lane.
 template <int32_t kWords>
-inline uint32_t const* exchangeWithWarp(uint32_t const (&words)[kWords], int32_t& lane)
+inline uint32_t const* exchangeWithWarp(
+    EmulatedBlock::WarpOp op, int32_t argument, uint32_t const (&words)[kWords], int32_t& lane)
 {
+    static_assert(kWords <= EmulatedBlock::kExchangeWords, "exchange slot too small");
     EmulatedBlock& block = EmulatedBlock::current();
     lane = block.threadRank() % EmulatedBlock::kWarpSize;
-    int32_t const generation = block.warpGeneration()++;
-    std::memcpy(block.exchange(lane, generation), words, sizeof(words));
-    block.wait(EmulatedBlock::State::kAT_WARP_BARRIER);
-    return block.exchange(0, generation);
+    std::memcpy(block.beginWarpOp(op, argument), words, sizeof(words));
+    return block.exchangeOfWarp();
 }
 
 inline float halfAt(uint32_t word, int32_t which)
@@ -304,7 +369,7 @@ inline float shuffleXor(float v, int32_t laneMask)
     uint32_t words[1];
     std::memcpy(words, &v, sizeof(v));
     int32_t lane = 0;
-    uint32_t const* const warp = detail::exchangeWithWarp(words, lane);
+    uint32_t const* const warp = detail::exchangeWithWarp(EmulatedBlock::WarpOp::kSHUFFLE, laneMask, words, lane);
     float result;
     std::memcpy(&result, warp + (lane ^ laneMask) * EmulatedBlock::kExchangeWords, sizeof(result));
     return result;
@@ -318,7 +383,7 @@ inline void mmaF16F32(float (&d)[4], uint32_t const (&a)[4], uint32_t b0, uint32
 {
     uint32_t const words[6] = {a[0], a[1], a[2], a[3], b0, b1};
     int32_t lane = 0;
-    uint32_t const* const warp = detail::exchangeWithWarp(words, lane);
+    uint32_t const* const warp = detail::exchangeWithWarp(EmulatedBlock::WarpOp::kMMA, 0, words, lane);
     auto const aAt = [warp](int32_t row, int32_t k)
     {
         uint32_t const* const regs = warp + (4 * (row % 8) + (k % 8) / 2) * EmulatedBlock::kExchangeWords;
