@@ -103,3 +103,18 @@ def test_whole_model_on_cuda_matches_naive(attention: str, no_tf32: object) -> N
         out = model(x)
     assert (out - ref).abs().max().item() <= 1e-4
     assert (out.cpu() - golden["output"]).abs().max().item() <= 1e-4
+
+
+@pytest.mark.cuda
+def test_whole_model_fp16_fused_matches_fp32(no_tf32: object) -> None:
+    """fp16 runs the kernel's tensor-core body (window 32); fp_x4, since light_x4's activations overflow fp16."""
+    golden = load_golden("fp_x4")
+    model = esc.load_model(GOLDEN_DIR / "fp_x4.pth", device="cuda", attention="naive")
+    x = golden["input"].cuda()
+    with torch.no_grad():
+        ref = model(x).double()
+        model.half().set_attention("fused")
+        out = model(x.half()).double()
+    assert out.isfinite().all()
+    relative = ((out - ref).norm() / ref.norm()).item()
+    assert relative <= 5e-3, f"relative L2 error {relative:.3g} > 5e-3"
