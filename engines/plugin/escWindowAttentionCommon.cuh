@@ -54,6 +54,34 @@ ESC_DEVICE int64_t sourcePixel(int32_t y, int32_t x, WindowGeometry const& g)
     return static_cast<int64_t>(reflectIndex(y, g.height)) * g.width + reflectIndex(x, g.width);
 }
 
+//! What one thread block of either body works on, from its block index: grid x = (window, query block),
+//! y = head, z = batch.
+template <typename T>
+struct BlockWindow
+{
+    int32_t queryBlock; //!< which block of queries of the window
+    int32_t head;
+    int32_t y0;         //!< the window's top-left pixel in the padded map
+    int32_t x0;
+    T const* q;         //!< first q plane of this (batch, head); channel c of the head is c planes further
+    T const* k;
+    T const* v;
+    T* out;             //!< first output plane of this (batch, head)
+};
+
+template <typename T, int32_t kHeadSize>
+ESC_DEVICE BlockWindow<T> locateBlock(T const* qkv, T* out, WindowGeometry const& g)
+{
+    int32_t const windowIndex = blockX() / g.queryBlocks;
+    int32_t const head = blockY();
+    int32_t const batch = blockZ();
+    int64_t const channels = static_cast<int64_t>(g.numHeads) * kHeadSize;
+    T const* const q = qkv + (batch * 3 * channels + head * kHeadSize) * g.plane;
+    return BlockWindow<T>{blockX() % g.queryBlocks, head, (windowIndex / g.windowsX) * g.window,
+        (windowIndex % g.windowsX) * g.window, q, q + channels * g.plane, q + 2 * channels * g.plane,
+        out + (batch * channels + head * kHeadSize) * g.plane};
+}
+
 //! The bias rows of one head that queries [firstQuery, lastQuery] of a window can read, log2(e)-scaled, into
 //! `bias` (row-major, 2w-1 floats per row). Returns the first table row staged; the caller synchronises.
 template <typename TableT>

@@ -110,25 +110,6 @@ cudaError_t launchPlanned(LaunchPlan const& plan, T const* qkv, TableT const* ta
     return cudaGetLastError();
 }
 
-template <typename T, typename TableT>
-cudaError_t dispatchHeadSize(int32_t headSize, void const* qkv, void const* table, void* out, int32_t batch,
-    int32_t numHeads, int32_t height, int32_t width, int32_t windowSize, cudaStream_t stream)
-{
-    auto const* typedQkv = static_cast<T const*>(qkv);
-    auto const* typedTable = static_cast<TableT const*>(table);
-    auto* typedOut = static_cast<T*>(out);
-    switch (headSize)
-    {
-    case kHEAD_SIZE_SMALL:
-        return launchWindowAttention<T, TableT, kHEAD_SIZE_SMALL>(
-            typedQkv, typedTable, typedOut, batch, numHeads, height, width, windowSize, stream);
-    case kHEAD_SIZE_LARGE:
-        return launchWindowAttention<T, TableT, kHEAD_SIZE_LARGE>(
-            typedQkv, typedTable, typedOut, batch, numHeads, height, width, windowSize, stream);
-    default: return cudaErrorInvalidValue;
-    }
-}
-
 } // namespace
 
 template <typename T, typename TableT, int32_t kHeadSize>
@@ -178,23 +159,16 @@ cudaError_t windowAttention(EscDataType dtype, EscDataType tableType, void const
     {
         return cudaErrorInvalidValue;
     }
-    int32_t const headSize = channels / numHeads;
-    if (dtype == EscDataType::kFLOAT32 && tableType == EscDataType::kFLOAT32)
-    {
-        return dispatchHeadSize<float, float>(
-            headSize, qkv, table, out, batch, numHeads, height, width, windowSize, stream);
-    }
-    if (dtype == EscDataType::kFLOAT16 && tableType == EscDataType::kFLOAT32)
-    {
-        return dispatchHeadSize<__half, float>(
-            headSize, qkv, table, out, batch, numHeads, height, width, windowSize, stream);
-    }
-    if (dtype == EscDataType::kFLOAT16 && tableType == EscDataType::kFLOAT16)
-    {
-        return dispatchHeadSize<__half, __half>(
-            headSize, qkv, table, out, batch, numHeads, height, width, windowSize, stream);
-    }
-    return cudaErrorInvalidValue;
+    return dispatchKernelTypes(dtype, tableType, channels / numHeads, cudaErrorInvalidValue,
+        [&](auto types)
+        {
+            using Types = decltype(types);
+            using T = typename Types::Element;
+            using TableT = typename Types::Table;
+            return launchWindowAttention<T, TableT, Types::kHeadSize>(static_cast<T const*>(qkv),
+                static_cast<TableT const*>(table), static_cast<T*>(out), batch, numHeads, height, width, windowSize,
+                stream);
+        });
 }
 
 } // namespace esc

@@ -61,28 +61,20 @@ ESC_DEVICE void mmaWindowAttention(
     int32_t const w = g.window;
     int32_t const tokens = w * w;
     int32_t const side = 2 * w - 1;
-    int32_t const queryBlock = blockX() % g.queryBlocks;
-    int32_t const windowIndex = blockX() / g.queryBlocks;
-    int32_t const y0 = (windowIndex / g.windowsX) * w;
-    int32_t const x0 = (windowIndex % g.windowsX) * w;
-    int32_t const head = blockY();
-    int32_t const batch = blockZ();
-    int32_t const channels = g.numHeads * kHeadSize;
+    BlockWindow<__half> const block = locateBlock<__half, kHeadSize>(qkv, out, g);
+    int32_t const y0 = block.y0;
+    int32_t const x0 = block.x0;
     int32_t const threads = blockSize();
     int32_t const tid = threadRank();
     int32_t const lane = tid % 32;
     int32_t const group = lane / 4;
     int32_t const quad = lane % 4;
 
-    __half const* const qBase = qkv + (static_cast<int64_t>(batch) * 3 * channels + head * kHeadSize) * g.plane;
-    __half const* const kBase = qBase + static_cast<int64_t>(channels) * g.plane;
-    __half const* const vBase = kBase + static_cast<int64_t>(channels) * g.plane;
-    __half* const outBase = out + (static_cast<int64_t>(batch) * channels + head * kHeadSize) * g.plane;
 
     int32_t const blockQueries = threads / 32 * Tiling::kWarpQueries;
-    int32_t const firstQuery = queryBlock * blockQueries;
+    int32_t const firstQuery = block.queryBlock * blockQueries;
     int32_t const lastQuery = lesser(tokens, firstQuery + blockQueries) - 1;
-    int32_t const firstRow = stageBiasRows(table, head, firstQuery, lastQuery, w, bias);
+    int32_t const firstRow = stageBiasRows(table, block.head, firstQuery, lastQuery, w, bias);
     // The plan makes blockQueries divide tokens, so every warp has 16 queries of the window; the check keeps the
     // body correct for any plan (a warp past the window would only help staging).
     int32_t const warpQuery = firstQuery + tid / 32 * Tiling::kWarpQueries;
@@ -116,7 +108,7 @@ ESC_DEVICE void mmaWindowAttention(
             {
                 int32_t const r = i % 2;       // row group + 8 * r
                 int32_t const col = c + 8 * (i / 2);
-                __half const* const p = qBase + col * g.plane + srcPixel[r];
+                __half const* const p = block.q + col * g.plane + srcPixel[r];
                 qFragment[ks][i] = packHalf2(__half2float(loadReadOnly(p)), __half2float(loadReadOnly(p + g.plane)));
             }
         }
@@ -147,8 +139,8 @@ ESC_DEVICE void mmaWindowAttention(
             int32_t const c = e / kKeyTile;
             int32_t const j = k0 + jt;
             int64_t const src = sourcePixel(y0 + j / w, x0 + j % w, g) + c * g.plane;
-            kTile[jt * kKeyStride + c] = loadReadOnly(kBase + src);
-            vTile[c * kValueStride + jt] = loadReadOnly(vBase + src);
+            kTile[jt * kKeyStride + c] = loadReadOnly(block.k + src);
+            vTile[c * kValueStride + jt] = loadReadOnly(block.v + src);
         }
         for (int32_t jt = tid; jt < kKeyTile; jt += threads)
         {
@@ -259,7 +251,7 @@ ESC_DEVICE void mmaWindowAttention(
             if (outPixel[r] >= 0)
             {
                 int32_t const c = 8 * nt + 2 * quad + i % 2;
-                storeFloat(outBase + c * g.plane + outPixel[r], acc[nt][i] * inverse[r]);
+                storeFloat(block.out + c * g.plane + outPixel[r], acc[nt][i] * inverse[r]);
             }
         }
     }

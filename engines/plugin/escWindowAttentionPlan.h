@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cuda_fp16.h>
 
 namespace esc
 {
@@ -180,6 +181,48 @@ PlanStatus planWindowAttention(int32_t batch, int32_t numHeads, int32_t height, 
     plan.geometry = WindowGeometry{
         static_cast<int64_t>(height) * width, numHeads, height, width, w, windowsX, queryBlocks};
     return PlanStatus::kLAUNCH;
+}
+
+//! One instantiated (element type, table type, head size) combination, as a tag for dispatchKernelTypes.
+template <typename T, typename TableT, int32_t kHead>
+struct KernelTypes
+{
+    using Element = T;
+    using Table = TableT;
+    static constexpr int32_t kHeadSize = kHead;
+};
+
+//! Returns launch(KernelTypes<...>{}) for the combination the runtime arguments name, or `unsupported` where no
+//! kernel exists (table type neither fp32 nor the element type, head size not 16 or 32). The one list of
+//! instantiated combinations, for the CUDA launcher and the CPU emulation.
+template <typename Result, typename Launch>
+Result dispatchKernelTypes(
+    EscDataType dtype, EscDataType tableType, int32_t headSize, Result unsupported, Launch const& launch)
+{
+    auto const byHeadSize = [&](auto small, auto large) -> Result
+    {
+        switch (headSize)
+        {
+        case kHEAD_SIZE_SMALL: return launch(small);
+        case kHEAD_SIZE_LARGE: return launch(large);
+        default: return unsupported;
+        }
+    };
+    if (dtype == EscDataType::kFLOAT32 && tableType == EscDataType::kFLOAT32)
+    {
+        return byHeadSize(KernelTypes<float, float, kHEAD_SIZE_SMALL>{}, KernelTypes<float, float, kHEAD_SIZE_LARGE>{});
+    }
+    if (dtype == EscDataType::kFLOAT16 && tableType == EscDataType::kFLOAT32)
+    {
+        return byHeadSize(
+            KernelTypes<__half, float, kHEAD_SIZE_SMALL>{}, KernelTypes<__half, float, kHEAD_SIZE_LARGE>{});
+    }
+    if (dtype == EscDataType::kFLOAT16 && tableType == EscDataType::kFLOAT16)
+    {
+        return byHeadSize(
+            KernelTypes<__half, __half, kHEAD_SIZE_SMALL>{}, KernelTypes<__half, __half, kHEAD_SIZE_LARGE>{});
+    }
+    return unsupported;
 }
 
 } // namespace esc

@@ -39,25 +39,16 @@ ESC_DEVICE void simtWindowAttention(
     int32_t const w = g.window;
     int32_t const tokens = w * w;
     int32_t const side = 2 * w - 1;
-    int32_t const queryBlock = blockX() % g.queryBlocks;
-    int32_t const windowIndex = blockX() / g.queryBlocks;
-    int32_t const y0 = (windowIndex / g.windowsX) * w;
-    int32_t const x0 = (windowIndex % g.windowsX) * w;
-    int32_t const head = blockY();
-    int32_t const batch = blockZ();
-    int32_t const channels = g.numHeads * kHeadSize;
+    BlockWindow<T> const block = locateBlock<T, kHeadSize>(qkv, out, g);
+    int32_t const y0 = block.y0;
+    int32_t const x0 = block.x0;
     int32_t const threads = blockSize();
     int32_t const tid = threadRank();
 
-    // First channel plane of q, k, v and out for this (batch, head); channel c of the head is c planes further.
-    T const* const qBase = qkv + (static_cast<int64_t>(batch) * 3 * channels + head * kHeadSize) * g.plane;
-    T const* const kBase = qBase + static_cast<int64_t>(channels) * g.plane;
-    T const* const vBase = kBase + static_cast<int64_t>(channels) * g.plane;
-    T* const outBase = out + (static_cast<int64_t>(batch) * channels + head * kHeadSize) * g.plane;
 
-    int32_t const firstQuery = queryBlock * threads * kQPT;
+    int32_t const firstQuery = block.queryBlock * threads * kQPT;
     int32_t const lastQuery = lesser(tokens, firstQuery + threads * kQPT) - 1;
-    int32_t const firstRow = stageBiasRows(table, head, firstQuery, lastQuery, w, bias);
+    int32_t const firstRow = stageBiasRows(table, block.head, firstQuery, lastQuery, w, bias);
 
     // This thread's queries, pre-scaled so that scores come out in log2 units.
     float const qScale = kLOG2E / sqrtf(static_cast<float>(kHeadSize));
@@ -82,7 +73,7 @@ ESC_DEVICE void simtWindowAttention(
 #pragma unroll
         for (int32_t c = 0; c < kHeadSize; ++c)
         {
-            q[r][c] = loadFloat(qBase + c * g.plane + src) * qScale;
+            q[r][c] = loadFloat(block.q + c * g.plane + src) * qScale;
             acc[r][c] = 0.F;
         }
         biasBase[r] = (w - 1 - qh - firstRow) * side + (w - 1 - qw);
@@ -106,8 +97,8 @@ ESC_DEVICE void simtWindowAttention(
             {
                 int32_t const j = k0 + jt;
                 int64_t const src = sourcePixel(y0 + j / w, x0 + j % w, g);
-                T const* const kp = kBase + c * g.plane + src;
-                T const* const vp = vBase + c * g.plane + src;
+                T const* const kp = block.k + c * g.plane + src;
+                T const* const vp = block.v + c * g.plane + src;
                 kv = make_float4(
                     loadFloat(kp), loadFloat(kp + g.plane), loadFloat(kp + 2 * g.plane), loadFloat(kp + 3 * g.plane));
                 vv = make_float4(
@@ -214,7 +205,7 @@ ESC_DEVICE void simtWindowAttention(
 #pragma unroll
             for (int32_t c = 0; c < kHeadSize; ++c)
             {
-                storeFloat(outBase + c * g.plane + outPixel[r], acc[r][c] * inv);
+                storeFloat(block.out + c * g.plane + outPixel[r], acc[r][c] * inv);
             }
         }
     }

@@ -67,22 +67,6 @@ int32_t emulate(void const* qkv, void const* table, void* out, int32_t batch, in
     return kOK;
 }
 
-template <typename T, typename TableT>
-int32_t emulateHeadSize(int32_t headSize, void const* qkv, void const* table, void* out, int32_t batch,
-    int32_t numHeads, int32_t height, int32_t width, int32_t windowSize, bool tensorCores, int32_t* body)
-{
-    switch (headSize)
-    {
-    case esc::kHEAD_SIZE_SMALL:
-        return emulate<T, TableT, esc::kHEAD_SIZE_SMALL>(
-            qkv, table, out, batch, numHeads, height, width, windowSize, tensorCores, body);
-    case esc::kHEAD_SIZE_LARGE:
-        return emulate<T, TableT, esc::kHEAD_SIZE_LARGE>(
-            qkv, table, out, batch, numHeads, height, width, windowSize, tensorCores, body);
-    default: return kINVALID_VALUE;
-    }
-}
-
 } // namespace
 
 //! Same arguments as escWindowAttention (host pointers instead of device pointers, no stream), plus whether the
@@ -92,32 +76,20 @@ extern "C" int32_t escWindowAttentionEmulated(int32_t dtype, int32_t tableType, 
     void* out, int32_t batch, int32_t channels, int32_t numHeads, int32_t height, int32_t width, int32_t windowSize,
     int32_t tensorCores, int32_t* body)
 {
-    using esc::EscDataType;
     if (numHeads < 1 || channels < 1 || channels % numHeads != 0 || body == nullptr)
     {
         return kINVALID_VALUE;
     }
-    int32_t const headSize = channels / numHeads;
-    auto const f32 = static_cast<int32_t>(EscDataType::kFLOAT32);
-    auto const f16 = static_cast<int32_t>(EscDataType::kFLOAT16);
     try
     {
-        if (dtype == f32 && tableType == f32)
-        {
-            return emulateHeadSize<float, float>(
-                headSize, qkv, table, out, batch, numHeads, height, width, windowSize, tensorCores != 0, body);
-        }
-        if (dtype == f16 && tableType == f32)
-        {
-            return emulateHeadSize<__half, float>(
-                headSize, qkv, table, out, batch, numHeads, height, width, windowSize, tensorCores != 0, body);
-        }
-        if (dtype == f16 && tableType == f16)
-        {
-            return emulateHeadSize<__half, __half>(
-                headSize, qkv, table, out, batch, numHeads, height, width, windowSize, tensorCores != 0, body);
-        }
-        return kINVALID_VALUE;
+        return esc::dispatchKernelTypes(static_cast<esc::EscDataType>(dtype), static_cast<esc::EscDataType>(tableType),
+            channels / numHeads, static_cast<int32_t>(kINVALID_VALUE),
+            [&](auto types)
+            {
+                using Types = decltype(types);
+                return emulate<typename Types::Element, typename Types::Table, Types::kHeadSize>(
+                    qkv, table, out, batch, numHeads, height, width, windowSize, tensorCores != 0, body);
+            });
     }
     catch (std::exception const& error)
     {
