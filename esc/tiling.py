@@ -21,17 +21,28 @@ Rules, per axis (rows and columns independently), in input pixels, with ``align`
   sum to 1; the division matters only where three tiles meet.
 * the 2-D weight of a tile is the outer product of its row and column weights, so the weights of
   all tiles sum to 1 at every output pixel.
+
+The arithmetic is numpy; torch is imported only when the image is a torch tensor, so the Triton
+client (numpy in, numpy out) never imports it. ``concurrency`` > 1 keeps that many calls in flight
+(threads; for servers that batch concurrent requests), and results are still accumulated in grid
+order, so the output is the same bits as with one call at a time.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+    ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+else:
+    ArrayT = TypeVar("ArrayT")
 
 
 Span = tuple[int, int]  # (start, length) in input pixels
@@ -105,6 +116,8 @@ def upscale_tiled(
     overlap: int,
     align: int = 1,
     tiles_per_call: int = 1,
+    concurrency: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> ArrayT:
     """Upscale ``image`` [B, 3, H, W] by ``scale`` with ``upscale`` applied to overlapping tiles.
 
@@ -112,8 +125,10 @@ def upscale_tiled(
     ``overlap`` is in input pixels; tile starts are multiples of ``align`` (ESC: its window size,
     so that the tiles' attention windows coincide with those of the whole image). Up to
     ``tiles_per_call`` tiles of one shape, for all B images, go into one call (a batch of
-    ``B * n``). Returns [B, 3, H*scale, W*scale] of the input's kind (numpy array, or torch tensor
-    on the upscaler's device), float32 (float64 for float64 outputs).
+    ``B * n``); up to ``concurrency`` calls run at once (threads). ``progress(n)`` is called after
+    each call with the number of tiles it covered. Returns [B, 3, H*scale, W*scale] of the input's
+    kind (numpy array, or torch tensor on the upscaler's device), float32 (float64 for float64
+    outputs).
     """
     if image.ndim != 4:
         raise ValueError(f"expected an image batch [B, C, H, W], got shape {tuple(image.shape)}")
@@ -121,20 +136,29 @@ def upscale_tiled(
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     if tiles_per_call < 1:
         raise ValueError(f"tiles_per_call must be positive, got {tiles_per_call}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be positive, got {concurrency}")
     th, tw = _pair(tile, "tile")
     b, c, height, width = (int(d) for d in image.shape)
     rows, cols = tile_spans(height, th, overlap, align), tile_spans(width, tw, overlap, align)
     if len(rows) == 1 and len(cols) == 1:
-        return _checked(upscale(image), (b, c, height * scale, width * scale))
+        result = _checked(upscale(image), (b, c, height * scale, width * scale))
+        if progress is not None:
+            progress(1)
+        return result
 
     row_w, col_w = axis_weights(rows, scale), axis_weights(cols, scale)
-    out: ArrayT | None = None
-    for chunk in _batches(rows, cols, tiles_per_call):
+    chunks = list(_batches(rows, cols, tiles_per_call))
+
+    def call(chunk: list[tuple[int, int]]) -> Any:
         (_, h), (_, w) = rows[chunk[0][0]], cols[chunk[0][1]]
         crops = [image[:, :, rows[i][0] : rows[i][0] + h, cols[j][0] : cols[j][0] + w] for i, j in chunk]
-        # (n*B, C, h, w)
-        batch = torch.cat(crops) if isinstance(image, torch.Tensor) else np.concatenate(crops)
-        result = _checked(upscale(batch), (len(chunk) * b, c, h * scale, w * scale))
+        batch = _concat(crops)  # (n*B, C, h, w)
+        return _checked(upscale(batch), (len(chunk) * b, c, h * scale, w * scale))
+
+    out: Any = None
+    for chunk, result in zip(chunks, _in_order(call, chunks, concurrency), strict=True):
+        (_, h), (_, w) = rows[chunk[0][0]], cols[chunk[0][1]]
         if out is None:
             out = _zeros_like(result, (b, c, height * scale, width * scale))
         for k, (i, j) in enumerate(chunk):
@@ -142,9 +166,30 @@ def upscale_tiled(
             y0, x0 = rows[i][0] * scale, cols[j][0] * scale
             part = result[k * b : (k + 1) * b] * _like(out, weight)
             out[:, :, y0 : y0 + h * scale, x0 : x0 + w * scale] += part
+        if progress is not None:
+            progress(len(chunk))
     if out is None:  # unreachable: the grid has at least two tiles here
         raise RuntimeError("empty tile grid")
     return out
+
+
+def _in_order(call: Callable[[Any], Any], items: list[Any], concurrency: int) -> Iterator[Any]:
+    """``call(item)`` for each item, at most ``concurrency`` at once, results yielded in item order."""
+    if concurrency == 1 or len(items) == 1:
+        yield from map(call, items)
+        return
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tile") as pool:
+        pending: deque[Future[Any]] = deque()
+        try:
+            for item in items:
+                if len(pending) == concurrency:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(call, item))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # an error (or an abandoned generator): start nothing new
+                future.cancel()
 
 
 def _batches(rows: tuple[Span, ...], cols: tuple[Span, ...], size: int) -> Iterator[list[tuple[int, int]]]:
@@ -158,22 +203,39 @@ def _batches(rows: tuple[Span, ...], cols: tuple[Span, ...], size: int) -> Itera
             yield members[k : k + size]
 
 
+def _is_torch(value: object) -> bool:
+    """A torch tensor, known without importing torch (a numpy-only process never has one)."""
+    return type(value).__module__.split(".")[0] == "torch"
+
+
+def _concat(crops: list[Any]) -> Any:
+    if _is_torch(crops[0]):
+        import torch
+
+        return torch.cat(crops)
+    return np.concatenate(crops)
+
+
 def _checked(result: ArrayT, shape: tuple[int, int, int, int]) -> ArrayT:
     if tuple(result.shape) != shape:
         raise ValueError(f"upscale returned shape {tuple(result.shape)}, expected {shape}")
     return result
 
 
-def _zeros_like(result: ArrayT, shape: tuple[int, ...]) -> ArrayT:
+def _zeros_like(result: Any, shape: tuple[int, ...]) -> Any:
     """A float32 (float64 for float64 results) accumulator of the result's kind and device."""
-    if isinstance(result, torch.Tensor):
+    if _is_torch(result):
+        import torch
+
         dtype = torch.float64 if result.dtype == torch.float64 else torch.float32
         return torch.zeros(shape, dtype=dtype, device=result.device)
     np_dtype = np.float64 if result.dtype == np.float64 else np.float32
     return np.zeros(shape, dtype=np_dtype)
 
 
-def _like(out: ArrayT, weight: np.ndarray) -> ArrayT:
-    if isinstance(out, torch.Tensor):
+def _like(out: Any, weight: np.ndarray) -> Any:
+    if _is_torch(out):
+        import torch
+
         return torch.from_numpy(weight).to(device=out.device, dtype=out.dtype)
     return weight.astype(out.dtype)

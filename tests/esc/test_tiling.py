@@ -172,3 +172,38 @@ def test_seam_error_esc_light_on_a_photograph() -> None:
     assert aligned > 41.5
     assert unaligned > 27.5
     assert aligned > unaligned + 10  # window alignment is the main term
+
+
+def test_concurrent_calls_give_the_same_bits_in_bounded_flight() -> None:
+    """``concurrency`` calls at once (threads), accumulated in grid order: the bits of one at a time."""
+    import threading
+    import time
+
+    rng = np.random.default_rng(3)
+    image = rng.random((1, 3, 90, 130), dtype=np.float32)
+    lock, flight, peak = threading.Lock(), [0], [0]
+
+    def upscale(batch: np.ndarray) -> np.ndarray:
+        with lock:
+            flight[0] += 1
+            peak[0] = max(peak[0], flight[0])
+        time.sleep(0.01)
+        with lock:
+            flight[0] -= 1
+        return np.sin(batch * 7).repeat(2, axis=2).repeat(2, axis=3)  # non-local enough to show blending
+
+    done: list[int] = []
+    kwargs = dict(scale=2, tile=48, overlap=16, align=8)
+    serial = upscale_tiled(image, upscale, **kwargs)  # type: ignore[arg-type]
+    assert peak[0] == 1
+    parallel = upscale_tiled(image, upscale, concurrency=3, progress=done.append, **kwargs)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(parallel, serial)
+    assert 1 < peak[0] <= 3 and sum(done) == len(tile_grid(90, 130, tile=48, overlap=16, align=8))
+
+
+def test_tiling_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, esc.tiling, esc.config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
