@@ -13,6 +13,16 @@
 #include <atomic>
 #include <cstdio>
 
+#define ESC_STRINGIFY_IMPL(x) #x
+#define ESC_STRINGIFY(x) ESC_STRINGIFY_IMPL(x)
+
+// The plugin-interface major of the headers: TensorRT for RTX 1.x SDK headers speak TensorRT 11's interfaces.
+#if NV_TENSORRT_MAJOR == 1
+#define ESC_INTERFACE_MAJOR 11
+#else
+#define ESC_INTERFACE_MAJOR NV_TENSORRT_MAJOR
+#endif
+
 namespace esc
 {
 namespace plugin
@@ -170,7 +180,7 @@ StaticRegistration gStaticRegistration;
 
 int32_t builtMajor() noexcept
 {
-    return NV_TENSORRT_MAJOR;
+    return ESC_INTERFACE_MAJOR;
 }
 
 RuntimeInfo findRuntime() noexcept
@@ -232,3 +242,8 @@ extern "C" int32_t escPluginTensorRTMajor()
 {
     return esc::plugin::builtMajor();
 }
+
+//! Read from the file by export/engine_plugin.py before loading, so a library of the wrong major is refused
+//! without running any of its code.
+extern "C" ESC_PLUGIN_API char const escPluginBuildInfo[]
+    = "esc-trt-plugin tensorrt-headers-major=" ESC_STRINGIFY(ESC_INTERFACE_MAJOR);

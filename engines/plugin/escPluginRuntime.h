@@ -30,7 +30,7 @@ struct RuntimeInfo
     bool rtx{false};              //!< TensorRT for RTX (its 1.x speaks the 11.x plugin interfaces)
 };
 
-//! The header major this library was built with (NV_TENSORRT_MAJOR).
+//! The plugin-interface major of the headers this library was built with (NV_TENSORRT_MAJOR; 11 for RTX 1.x).
 int32_t builtMajor() noexcept;
 
 //! The runtime in this process (first found); `library` is nullptr when there is none.
@@ -51,5 +51,5 @@ nvinfer1::ILogger* pluginLogger() noexcept;
 //! The entry points of IPluginRegistry::loadLibrary (see "Plugin Shared Libraries" in TensorRT's guide).
 extern "C" ESC_PLUGIN_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder);
 extern "C" ESC_PLUGIN_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
-//! NV_TENSORRT_MAJOR of the headers this library was built with, for loaders that check before registering.
+//! builtMajor(), for loaders that ask a loaded library.
 extern "C" ESC_PLUGIN_API int32_t escPluginTensorRTMajor();
