@@ -13,7 +13,16 @@ from pathlib import Path
 
 from export.cli import ArgumentParser
 from export.defaults import ENGINES_DIR
-from export.engine_env import MissingDependencyError, installed_tensorrt
+from export.engine_env import (
+    RTX_COMPUTE_CAPABILITIES,
+    RTX_DEFAULT_TARGETS,
+    RUNTIME_CHOICES,
+    Flavour,
+    MissingDependencyError,
+    TrtRuntime,
+    TrtVersion,
+    installed_runtime,
+)
 from export.engine_options import ENGINE_SUFFIX, EngineOptions, Precision
 from export.shape_profile import ShapeProfile, format_shape
 
@@ -23,13 +32,30 @@ EXIT_USER_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     d = EngineOptions()
-    p = ArgumentParser(prog=PROG, description="Build a TensorRT engine (10.x or 11.x) from the exported ESC ONNX.")
+    p = ArgumentParser(
+        prog=PROG,
+        description="Build a TensorRT (10.8+, 11.x) or TensorRT for RTX (1.7+) engine from the exported ESC ONNX.",
+    )
     p.add_argument("--onnx", type=Path, default=d.onnx, help="ONNX from export/to_onnx.py (default: %(default)s)")
     p.add_argument(
         "--fp16",
         action="store_true",
-        help="fp16 engine (10.x: FP16 flag, LayerNorm/softmax in fp32; "
-        "11.x: builds the fp16 mixed-precision ONNX, converting an fp32 one first)",
+        help="fp16 engine (TensorRT 10.x: FP16 flag, LayerNorm/softmax in fp32; 11.x and TensorRT for RTX: "
+        "builds the fp16 mixed-precision ONNX, converting an fp32 one first)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIME_CHOICES,
+        default=d.runtime,
+        help="which TensorRT builds the engine (auto: TensorRT if installed, else TensorRT for RTX; "
+        "default: %(default)s)",
+    )
+    p.add_argument(
+        "--compute-capability",
+        default=None,
+        help="TensorRT for RTX only: comma-separated targets, some of "
+        f"{','.join(RTX_COMPUTE_CAPABILITIES)} (default: the local GPU's, else {','.join(RTX_DEFAULT_TARGETS)}); "
+        "no GPU is needed to build",
     )
     plugin = p.add_mutually_exclusive_group()
     plugin.add_argument(
@@ -65,13 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="engine path (default: engines/<name with ONNX "
         "hash, TensorRT version, GPU>.engine; sidecar JSON beside it)",
     )
-    p.add_argument("--print-trtexec", action="store_true", help="print the equivalent trtexec command and exit")
+    p.add_argument(
+        "--print-trtexec",
+        action="store_true",
+        help="print the equivalent trtexec (TensorRT) or tensorrt_rtx (TensorRT for RTX) command and exit",
+    )
     p.add_argument(
         "--trt-major",
         type=int,
         choices=(10, 11),
         default=None,
-        help="with --print-trtexec: the TensorRT major version the line is for (default: the installed one, else 10)",
+        help="with --print-trtexec and --runtime tensorrt: the TensorRT major the line is for "
+        "(default: the installed one, else 10)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -79,8 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> EngineOptions:
     """ValueError (one line) for a bad shape, profile or number."""
+    capabilities = None
+    if args.compute_capability is not None:
+        capabilities = tuple(cc.strip() for cc in args.compute_capability.split(",") if cc.strip())
     return EngineOptions(
         onnx=args.onnx,
+        runtime=args.runtime,
+        compute_capabilities=capabilities,
         plugin=None if args.no_plugin else args.plugin,
         precision=Precision.FP16 if args.fp16 else Precision.FP32,
         profile=ShapeProfile.parse(args.min_shape, args.opt_shape, args.max_shape),
@@ -91,23 +127,40 @@ def options_from_args(args: argparse.Namespace) -> EngineOptions:
 
 
 def planned_engine_path(options: EngineOptions) -> Path:
-    """--output, or a name without the parts only a build knows (hashes, TensorRT version, GPU)."""
+    """--output, or a name without the parts only a build knows (hashes, runtime version, target)."""
     if options.output is not None:
         return options.output
     return ENGINES_DIR / f"{options.onnx.stem}_{options.precision.value}{ENGINE_SUFFIX}"
 
 
+def planned_runtime(options: EngineOptions, trt_major: int | None) -> TrtRuntime:
+    """The installed runtime the line is for, or (nothing installed) the flavour named, TensorRT 10 by default."""
+    installed = installed_runtime(options.runtime)
+    if installed is not None and (trt_major is None or installed.version.major == trt_major):
+        return installed
+    if options.runtime == "tensorrt-rtx":
+        return TrtRuntime(Flavour.TENSORRT_RTX, TrtVersion(1, 7, 0), "1.x")
+    major = trt_major or 10
+    return TrtRuntime(Flavour.TENSORRT, TrtVersion(major, 0, 0), f"{major}.x")
+
+
 def print_trtexec(options: EngineOptions, trt_major: int | None) -> None:
-    from export.engine_precision import planned_onnx
+    from export.engine_precision import network_typing, planned_onnx
     from export.engine_trtexec import trtexec_command, trtexec_notes
 
-    if trt_major is None:
-        installed = installed_tensorrt()
-        trt_major = installed[0].major if installed is not None else 10
-    onnx = planned_onnx(options, trt_major)
-    print(trtexec_command(options, trt_major=trt_major, engine=planned_engine_path(options), onnx_for_build=onnx))
-    for note in trtexec_notes(options, trt_major=trt_major, onnx_for_build=onnx):
+    if trt_major is not None and options.runtime == "tensorrt-rtx":
+        raise ValueError("--trt-major is for --runtime tensorrt; TensorRT for RTX has its own versions")
+    runtime = planned_runtime(options, trt_major)
+    onnx = planned_onnx(options, network_typing(runtime))
+    print(trtexec_command(options, runtime=runtime, engine=planned_engine_path(options), onnx_for_build=onnx))
+    targets = options.compute_capabilities or ()
+    for note in trtexec_notes(options, runtime=runtime, onnx_for_build=onnx, targets=targets):
         print(f"note: {note}", file=sys.stderr)
+    if options.output is None:
+        print(
+            f"note: {PROG} names the engine after the ONNX hash, runtime and target; pass --output to choose it",
+            file=sys.stderr,
+        )
 
 
 def _fail(message: str) -> int:
@@ -122,7 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     if args.print_trtexec:
-        print_trtexec(options, args.trt_major)
+        try:
+            print_trtexec(options, args.trt_major)
+        except ValueError as exc:
+            return _fail(str(exc))
         return 0
 
     from export.engine_build import BuildError, build_engine, describe

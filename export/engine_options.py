@@ -7,6 +7,8 @@ The same object drives the builder configuration (`engine_build`), the trtexec l
 - ``setting``: changes the engine's bytes; its value goes into the cache key and the sidecar as is.
 - ``identity``: a file whose content changes the engine; the key and sidecar hold its sha256.
 - ``location``: where things are written or cached; never part of the key.
+- ``choice``: picks the runtime or the target; the key and sidecar hold what it resolved to (flavour and
+  version, GPU or compute capabilities), not the choice itself.
 
 Adding an option means adding a field here (with its kind) and a flag in `engine_cli`; the key and the
 sidecar pick it up without further edits.
@@ -24,10 +26,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from export.defaults import DEFAULT_ONNX, DEFAULT_PLUGIN, ENGINES_DIR
+from export.engine_env import RUNTIME_CHOICES, RuntimeChoice
 from export.engine_files import sha256_file
 from export.shape_profile import ShapeProfile
 
-FieldKind = Literal["setting", "identity", "location"]
+FieldKind = Literal["setting", "identity", "location", "choice"]
 
 # Names of the exported model's I/O tensors (export/to_onnx.py); NCHW float32, dynamic N, H, W.
 INPUT_NAME = "input"
@@ -41,7 +44,7 @@ ENGINE_SUFFIX = ".engine"
 
 class Precision(str, Enum):
     """What `--fp16` selects. On TensorRT 10.x FP16 is a builder flag (with LayerNorm/softmax pinned
-    to fp32); on 11.x it means building the fp16 mixed-precision ONNX, strongly typed."""
+    to fp32); on 11.x and TensorRT for RTX it means building the fp16 mixed-precision ONNX, strongly typed."""
 
     FP32 = "fp32"
     FP16 = "fp16"
@@ -56,6 +59,9 @@ class EngineOptions:
     """One engine build. Paths are as given; `resolved()` makes them absolute for the sidecar."""
 
     onnx: Path = field(default=DEFAULT_ONNX, metadata=_kind("identity"))
+    runtime: RuntimeChoice = field(default="auto", metadata=_kind("choice"))
+    # TensorRT for RTX only, e.g. ("8.6", "8.9"); None: the local GPU's, else RTX_DEFAULT_TARGETS.
+    compute_capabilities: tuple[str, ...] | None = field(default=None, metadata=_kind("choice"))
     plugin: Path | None = field(default=DEFAULT_PLUGIN, metadata=_kind("identity"))
     precision: Precision = field(default=Precision.FP32, metadata=_kind("setting"))
     profile: ShapeProfile = field(default=DEFAULT_PROFILE, metadata=_kind("setting"))
@@ -68,6 +74,10 @@ class EngineOptions:
     output: Path | None = field(default=None, metadata=_kind("location"))
 
     def __post_init__(self) -> None:
+        if self.runtime not in RUNTIME_CHOICES:
+            raise ValueError(f"runtime: expected one of {list(RUNTIME_CHOICES)}, found {self.runtime!r}")
+        if self.compute_capabilities is not None and not self.compute_capabilities:
+            raise ValueError("compute capability: expected at least one, like 8.6, found none")
         if not isinstance(self.precision, Precision):
             raise ValueError(f"precision: expected one of {[p.value for p in Precision]}, found {self.precision!r}")
         if self.workspace_gb is not None and not self.workspace_gb > 0:
@@ -106,7 +116,10 @@ def identity_hashes(options: EngineOptions) -> dict[str, str | None]:
 
 
 def cache_key(settings: dict[str, Any], identities: dict[str, str | None], tensorrt_version: str, gpu_name: str) -> str:
-    """sha256 over everything that makes two engines differ; same inputs, same key."""
+    """sha256 over everything that makes two engines differ; same inputs, same key.
+
+    `tensorrt_version` names the flavour too ('tensorrt-rtx 1.7.1.116'); `gpu_name` is the GPU built on
+    or the compute capabilities built for."""
     payload = {"settings": settings, "identities": identities, "tensorrt": tensorrt_version, "gpu": gpu_name}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -116,20 +129,18 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
 
 
-def default_engine_name(
-    options: EngineOptions, onnx_sha256: str, key: str, tensorrt_version: str, gpu_name: str
-) -> str:
-    """'<onnx stem>_<precision>_onnx<hash8>_trt<version>_<gpu>_<key8>.engine'."""
+def default_engine_name(options: EngineOptions, onnx_sha256: str, key: str, runtime_tag: str, target: str) -> str:
+    """'<onnx stem>_<precision>_onnx<hash8>_<trt10.13.0.35|rtx1.7.1.116>_<gpu or sm86-sm89>_<key8>.engine'."""
     return (
         f"{options.onnx.stem}_{options.precision.value}_onnx{onnx_sha256[:8]}"
-        f"_trt{tensorrt_version}_{slug(gpu_name)}_{key[:8]}{ENGINE_SUFFIX}"
+        f"_{runtime_tag}_{slug(target)}_{key[:8]}{ENGINE_SUFFIX}"
     )
 
 
-def engine_path(options: EngineOptions, onnx_sha256: str, key: str, tensorrt_version: str, gpu_name: str) -> Path:
+def engine_path(options: EngineOptions, onnx_sha256: str, key: str, runtime_tag: str, target: str) -> Path:
     if options.output is not None:
         return options.output
-    return ENGINES_DIR / default_engine_name(options, onnx_sha256, key, tensorrt_version, gpu_name)
+    return ENGINES_DIR / default_engine_name(options, onnx_sha256, key, runtime_tag, target)
 
 
 def sidecar_path(engine: Path) -> Path:

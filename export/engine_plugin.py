@@ -8,12 +8,14 @@ then succeeds with a slower, different engine. `check_plugin_layers` turns that 
 from __future__ import annotations
 
 import ctypes
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from export import plugin_contract
-from export.engine_env import MissingDependencyError
+from export.engine_env import MissingDependencyError, TrtRuntime
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -31,20 +33,40 @@ def require_plugin_file(path: Path) -> None:
         raise MissingDependencyError(f"plugin library {path} not found: {BUILD_PLUGIN_HINT}, or pass --plugin PATH")
 
 
-def load_plugin_library(path: Path) -> ctypes.CDLL:
-    """dlopen with RTLD_GLOBAL, then make sure TensorRT's registry has the creator.
+# escPluginRuntime.cpp writes this marker into the library; it is read from the file before loading.
+_BUILD_INFO = re.compile(rb"esc-trt-plugin tensorrt-headers-major=(\d+)\x00")
 
-    A library with static registration (REGISTER_TENSORRT_PLUGIN) registers on dlopen; one exporting
-    getCreators() registers through IPluginRegistry.load_library. Either way the creator must be there.
-    """
-    import tensorrt as trt
 
+def plugin_headers_major(path: Path) -> int:
+    """The TensorRT header major a plugin library was built with, read without loading it."""
     require_plugin_file(path)
+    data = path.read_bytes()
+    if not data.startswith(b"\x7fELF"):
+        raise MissingDependencyError(f"plugin library {path} is not a shared library (no ELF header)")
+    match = _BUILD_INFO.search(data)
+    if match is None:
+        raise MissingDependencyError(
+            f"{path} is not an {plugin_contract.OP_TYPE} plugin library of this project (no build marker); "
+            f"{BUILD_PLUGIN_HINT}"
+        )
+    return int(match[1])
+
+
+def load_plugin_library(path: Path, runtime: TrtRuntime) -> ctypes.CDLL:
+    """Check the library's header major against the runtime, dlopen it with RTLD_GLOBAL (its static
+    registration finds the runtime), then make sure the runtime's registry has the creator, through
+    IPluginRegistry.load_library (the library's getCreators) where dlopen found no registry."""
+    major = plugin_headers_major(path)
+    if major != runtime.plugin_abi_major:
+        raise MissingDependencyError(
+            f"plugin library {path} was built with TensorRT {major}.x headers; {runtime.label} needs one built "
+            f"with TensorRT {runtime.plugin_abi_major}.x headers ({BUILD_PLUGIN_HINT} -DTensorRT_ROOT=<headers>)"
+        )
     try:
         handle = ctypes.CDLL(str(path.resolve()), mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:
         raise MissingDependencyError(f"cannot load plugin library {path}: {exc}") from None
-    registry = trt.get_plugin_registry()
+    registry = runtime.module().get_plugin_registry()
     if not _has_creator(registry):
         registry.load_library(str(path.resolve()))
     if not _has_creator(registry):
@@ -80,11 +102,9 @@ def unplugged_nodes(node_names: Sequence[str], plugin_layer_names: Sequence[str]
     return unmatched[max(spare_layers, 0) :]
 
 
-def plugin_layer_names(network: trt.INetworkDefinition) -> list[str]:
+def plugin_layer_names(trt_module: ModuleType, network: trt.INetworkDefinition) -> list[str]:
     """Names of the network's plugin layers (V3, and V2 for completeness)."""
-    import tensorrt as trt
-
-    kinds = {trt.LayerType.PLUGIN_V3, trt.LayerType.PLUGIN_V2}
+    kinds = {trt_module.LayerType.PLUGIN_V3, trt_module.LayerType.PLUGIN_V2}
     layers = (network.get_layer(i) for i in range(network.num_layers))
     return [layer.name for layer in layers if layer.type in kinds]
 

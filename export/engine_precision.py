@@ -1,9 +1,10 @@
-"""Precision per TensorRT version: weak typing with fp32 islands on 10.x, strongly typed on 11.x.
+"""Precision per runtime: weak typing with fp32 islands on TensorRT 10.x, strongly typed elsewhere.
 
 TensorRT 10.x: `--fp16` sets BuilderFlag.FP16 and pins normalization and softmax layers to fp32
 (their reductions over 60+ channels or 256 window tokens lose too much in fp16), enforced by
-BuilderFlag.OBEY_PRECISION_CONSTRAINTS. TensorRT 11.x removed all of that: the network is strongly
-typed, so fp16 must already be in the ONNX, which the export step's mixed-precision conversion writes.
+BuilderFlag.OBEY_PRECISION_CONSTRAINTS. TensorRT 11.x and TensorRT for RTX have none of that: the
+network is strongly typed, so fp16 must already be in the ONNX, which the export step's
+mixed-precision conversion writes.
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from export.engine_env import TrtVersion
+from export.engine_env import TrtRuntime
 from export.engine_options import EngineOptions, Precision, fp16_onnx_path
 
 
 class NetworkTyping(str, Enum):
     WEAK = "weak"  # TensorRT picks layer precisions within the builder flags (10.x)
-    STRONG = "strong"  # tensor types follow the ONNX exactly (always on 11.x)
+    STRONG = "strong"  # tensor types follow the ONNX exactly (11.x, TensorRT for RTX)
 
 
-def network_typing(major: int) -> NetworkTyping:
-    return NetworkTyping.STRONG if major >= 11 else NetworkTyping.WEAK
+def network_typing(runtime: TrtRuntime) -> NetworkTyping:
+    return NetworkTyping.STRONG if runtime.strongly_typed_only else NetworkTyping.WEAK
 
 
 def is_fp16_mixed(path: Path) -> bool:
@@ -40,22 +41,22 @@ def is_fp16_mixed(path: Path) -> bool:
     )
 
 
-def needs_fp16_onnx(options: EngineOptions, major: int) -> bool:
-    return options.precision is Precision.FP16 and network_typing(major) is NetworkTyping.STRONG
+def needs_fp16_onnx(options: EngineOptions, typing: NetworkTyping) -> bool:
+    return options.precision is Precision.FP16 and typing is NetworkTyping.STRONG
 
 
-def planned_onnx(options: EngineOptions, major: int) -> Path:
+def planned_onnx(options: EngineOptions, typing: NetworkTyping) -> Path:
     """The ONNX the build will parse, without writing anything (for --print-trtexec)."""
-    if not needs_fp16_onnx(options, major):
+    if not needs_fp16_onnx(options, typing):
         return options.onnx
     if options.onnx.is_file() and is_fp16_mixed(options.onnx):
         return options.onnx
     return fp16_onnx_path(options.onnx)
 
 
-def prepare_onnx(options: EngineOptions, version: TrtVersion) -> Path:
-    """The ONNX to parse; on 11.x with --fp16, converts an fp32 file to fp16 mixed precision first."""
-    if not needs_fp16_onnx(options, version.major) or is_fp16_mixed(options.onnx):
+def prepare_onnx(options: EngineOptions, typing: NetworkTyping) -> Path:
+    """The ONNX to parse; strongly typed with --fp16, converts an fp32 file to fp16 mixed precision first."""
+    if not needs_fp16_onnx(options, typing) or is_fp16_mixed(options.onnx):
         return options.onnx
     from export.onnx_fp16 import convert_to_mixed_fp16  # owned by the export step
 

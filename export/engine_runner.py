@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from export.engine_env import MissingDependencyError, require_cuda_gpu, require_tensorrt
+from export.engine_env import MissingDependencyError, require_cuda_gpu, require_runtime
 from export.engine_files import sha256_file
 from export.engine_plugin import load_plugin_library
-from export.engine_sidecar import compatibility_problems, read_sidecar
+from export.engine_sidecar import EngineSidecar
 from export.shape_profile import Shape, ShapeProfile, check_shape_in_profile, format_shape
 
 if TYPE_CHECKING:
@@ -28,12 +28,11 @@ class EngineMismatchError(RuntimeError):
     """The engine was built for another TensorRT, plugin or tensor layout than the one here."""
 
 
-def plugin_for(sidecar: dict[str, Any], plugin: Path | None) -> Path | None:
+def plugin_for(sidecar: EngineSidecar, plugin: Path | None) -> Path | None:
     """The plugin library to load: the one given, else the one the engine was built with."""
     if plugin is not None:
         return plugin
-    record = sidecar.get("plugin")
-    return None if record is None else Path(record["path"])
+    return None if sidecar.plugin is None else Path(sidecar.plugin.path)
 
 
 def profile_from_dims(dims: Sequence[Sequence[int]]) -> ShapeProfile:
@@ -53,11 +52,14 @@ def _dims(dims: trt.Dims) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
-def _torch_dtype(dtype: trt.DataType) -> torch.dtype:
-    import tensorrt as trt
+def _torch_dtype(trt_module: Any, dtype: trt.DataType) -> torch.dtype:
     import torch
 
-    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16}
+    table = {
+        trt_module.float32: torch.float32,
+        trt_module.float16: torch.float16,
+        trt_module.bfloat16: torch.bfloat16,
+    }
     if dtype not in table:
         raise EngineMismatchError(f"expected a float32/float16/bfloat16 I/O tensor, found {dtype}")
     return table[dtype]
@@ -67,34 +69,36 @@ class EngineRunner:
     """One engine, one execution context, one optimization profile; inputs of any shape inside it."""
 
     def __init__(self, engine_path: Path, *, plugin: Path | None = None, device: int = 0) -> None:
-        _, version_text = require_tensorrt()
+        sidecar = EngineSidecar.read(engine_path)
+        runtime = require_runtime(sidecar.runtime.value)
         require_cuda_gpu(device)
-        sidecar = read_sidecar(engine_path)
         plugin_path = plugin_for(sidecar, plugin)
         plugin_sha = None
         if plugin_path is not None:
             if not plugin_path.is_file():
                 raise MissingDependencyError(f"plugin library {plugin_path} (from the sidecar) not found")
             plugin_sha = sha256_file(plugin_path)
-        problems = compatibility_problems(sidecar, tensorrt_version=version_text, plugin_sha256=plugin_sha)
+        problems = sidecar.compatibility_problems(
+            runtime=runtime.flavour, runtime_version=runtime.version_text, plugin_sha256=plugin_sha
+        )
         if problems:
             raise EngineMismatchError(
                 f"engine {engine_path} cannot run here: {'; '.join(problems)}; rebuild it with "
                 "`python export/build_engine.py`"
             )
+        runtime.prepare_process()
         if plugin_path is not None:
-            load_plugin_library(plugin_path)
+            load_plugin_library(plugin_path, runtime)
         self.path = engine_path
         self.sidecar = sidecar
-        self._load(engine_path, device)
+        self._load(runtime.module(), engine_path, device)
 
-    def _load(self, engine_path: Path, device: int) -> None:
-        import tensorrt as trt
+    def _load(self, trt_module: Any, engine_path: Path, device: int) -> None:
         import torch
 
         self.device = torch.device("cuda", device)
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._logger = trt_module.Logger(trt_module.Logger.WARNING)
+        self._runtime = trt_module.Runtime(self._logger)
         with torch.cuda.device(self.device):
             engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
             if engine is None:
@@ -105,13 +109,13 @@ class EngineRunner:
         self.engine: trt.ICudaEngine = engine
         self.context: trt.IExecutionContext = context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt_module.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt_module.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
             raise EngineMismatchError(f"expected one input and one output, found inputs {inputs}, outputs {outputs}")
         self.input_name, self.output_name = inputs[0], outputs[0]
-        self.input_dtype = _torch_dtype(engine.get_tensor_dtype(self.input_name))
-        self.output_dtype = _torch_dtype(engine.get_tensor_dtype(self.output_name))
+        self.input_dtype = _torch_dtype(trt_module, engine.get_tensor_dtype(self.input_name))
+        self.output_dtype = _torch_dtype(trt_module, engine.get_tensor_dtype(self.output_name))
         self.profile = profile_from_dims([_dims(d) for d in engine.get_tensor_profile_shape(self.input_name, 0)])
 
     @property
@@ -144,7 +148,7 @@ class EngineRunner:
 
     def describe(self) -> str:
         return (
-            f"{self.path.name}: TensorRT {self.sidecar.get('tensorrt_version')}, "
-            f"{self.sidecar.get('precision')}, "
+            f"{self.path.name}: {self.sidecar.runtime.value} {self.sidecar.runtime_version}, "
+            f"{self.sidecar.precision.value}, "
             f"profile {self.profile.describe()}, device memory {self.device_memory_bytes / 2**20:.1f} MiB"
         )

@@ -1,34 +1,37 @@
 """TensorRT callback objects for a build: a file logger and a tqdm progress monitor.
 
-This module imports tensorrt at the top because its classes derive from TensorRT's interfaces; it is
-itself imported only inside functions, after `engine_env.require_tensorrt()` has passed.
+TensorRT calls back into Python through subclasses of its own interfaces, and each flavour's module
+(`tensorrt`, `tensorrt_rtx_bindings`) has its own `ILogger` and `IProgressMonitor`. The behaviour is
+written once here, in plain classes; `logger_for` and `progress_monitor_for` mix it into the interface
+of the module in use.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from pathlib import Path
-from typing import TextIO
+from types import ModuleType
+from typing import Any, TextIO
 
-import tensorrt as trt
 from tqdm import tqdm
 
-Severity = trt.ILogger.Severity
 
-
-class FileLogger(trt.ILogger):
+class _FileLogging:
     """Every message to the build log; warnings and errors also to stderr (above the progress bars)."""
 
-    def __init__(self, path: Path, echo: trt.ILogger.Severity = Severity.WARNING) -> None:
-        trt.ILogger.__init__(self)
+    def _setup(self, path: Path, echo: Any, keep: Any) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._keep = keep
         self.path = path
         self._echo = echo
         self._lock = threading.Lock()
         self._file: TextIO = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
 
-    def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
+    def log(self, severity: Any, msg: str) -> None:
+        if severity > self._keep:
+            return
         line = f"[{severity.name}] {msg}"
         with self._lock:
             if not self._file.closed:
@@ -41,12 +44,15 @@ class FileLogger(trt.ILogger):
         with self._lock:
             self._file.close()
 
+    def lines(self) -> list[str]:
+        """What was logged so far (the build log's content)."""
+        return self.path.read_text(encoding="utf-8").splitlines()
 
-class TqdmProgressMonitor(trt.IProgressMonitor):
+
+class _TqdmProgress:
     """One tqdm bar per active builder phase, nested by depth. TensorRT may call from several threads."""
 
-    def __init__(self) -> None:
-        trt.IProgressMonitor.__init__(self)
+    def _setup(self) -> None:
         self._bars: dict[str, tqdm] = {}
         self._lock = threading.Lock()
 
@@ -79,3 +85,33 @@ class TqdmProgressMonitor(trt.IProgressMonitor):
             bars, self._bars = list(self._bars.values()), {}
         for bar in bars:
             bar.close()
+
+
+@functools.cache
+def _logger_class(trt: ModuleType) -> type:
+    class FileLogger(_FileLogging, trt.ILogger):  # type: ignore[name-defined, misc]
+        def __init__(self, path: Path, echo: Any, keep: Any) -> None:
+            trt.ILogger.__init__(self)
+            self._setup(path, echo, keep)
+
+    return FileLogger
+
+
+@functools.cache
+def _monitor_class(trt: ModuleType) -> type:
+    class TqdmProgressMonitor(_TqdmProgress, trt.IProgressMonitor):  # type: ignore[name-defined, misc]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self._setup()
+
+    return TqdmProgressMonitor
+
+
+def logger_for(trt: ModuleType, path: Path, *, verbose: bool = False) -> Any:
+    """A logger of `trt`'s flavour writing to `path`; with `verbose`, the builder's per-layer messages too."""
+    severity = trt.ILogger.Severity
+    return _logger_class(trt)(path, severity.WARNING, severity.VERBOSE if verbose else severity.INFO)
+
+
+def progress_monitor_for(trt: ModuleType) -> Any:
+    return _monitor_class(trt)()

@@ -1,6 +1,6 @@
-"""The trtexec command line equivalent to an `EngineOptions` build: pure string work, no TensorRT.
+"""The trtexec (or tensorrt_rtx) command line equivalent to an `EngineOptions` build: pure string work.
 
-Differences that trtexec cannot express are said by `trtexec_notes`, not hidden.
+Differences that the tool cannot express are said by `trtexec_notes`, not hidden.
 """
 
 from __future__ import annotations
@@ -8,18 +8,19 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from export.engine_env import TrtRuntime
 from export.engine_options import EngineOptions, Precision
 from export.shape_profile import format_shape
 
 
-def trtexec_args(options: EngineOptions, *, trt_major: int, engine: Path, onnx_for_build: Path) -> list[str]:
-    """argv for trtexec. `onnx_for_build` is the fp16 mixed ONNX on TensorRT 11.x with --fp16."""
+def trtexec_args(options: EngineOptions, *, runtime: TrtRuntime, engine: Path, onnx_for_build: Path) -> list[str]:
+    """argv for the flavour's tool. `onnx_for_build` is the fp16 mixed ONNX where the network is strongly typed."""
     name = options.input_name
     profile = options.profile
-    args = ["trtexec", f"--onnx={onnx_for_build}", f"--saveEngine={engine}"]
-    if trt_major >= 11:
-        args.append("--stronglyTyped")
-    elif options.precision is Precision.FP16:
+    args = [runtime.trtexec, f"--onnx={onnx_for_build}", f"--saveEngine={engine}"]
+    if runtime.strongly_typed_only and not runtime.builds_ahead_of_time:
+        args.append("--stronglyTyped")  # TensorRT 11; tensorrt_rtx has no other typing and no such flag
+    elif not runtime.strongly_typed_only and options.precision is Precision.FP16:
         args += ["--fp16", "--precisionConstraints=obey"]
     args += [
         f"--minShapes={name}:{format_shape(profile.min)}",
@@ -37,20 +38,27 @@ def trtexec_args(options: EngineOptions, *, trt_major: int, engine: Path, onnx_f
     return args
 
 
-def trtexec_command(options: EngineOptions, *, trt_major: int, engine: Path, onnx_for_build: Path) -> str:
-    return shlex.join(trtexec_args(options, trt_major=trt_major, engine=engine, onnx_for_build=onnx_for_build))
+def trtexec_command(options: EngineOptions, *, runtime: TrtRuntime, engine: Path, onnx_for_build: Path) -> str:
+    return shlex.join(trtexec_args(options, runtime=runtime, engine=engine, onnx_for_build=onnx_for_build))
 
 
-def trtexec_notes(options: EngineOptions, *, trt_major: int, onnx_for_build: Path) -> list[str]:
+def trtexec_notes(
+    options: EngineOptions, *, runtime: TrtRuntime, onnx_for_build: Path, targets: tuple[str, ...] = ()
+) -> list[str]:
     notes: list[str] = []
-    if trt_major < 11 and options.precision is Precision.FP16:
+    if not runtime.strongly_typed_only and options.precision is Precision.FP16:
         notes.append(
             "trtexec cannot select layers by type: build_engine.py also pins normalization and softmax "
             "layers to fp32 (trtexec would need --layerPrecisions=<name>:fp32 for each)"
         )
     if onnx_for_build != options.onnx:
         notes.append(
-            f"TensorRT {trt_major}.x builds the fp16 mixed ONNX {onnx_for_build}: "
+            f"{runtime.label} is strongly typed and builds the fp16 mixed ONNX {onnx_for_build}: "
             "build_engine.py writes it from the fp32 file first (export.onnx_fp16.convert_to_mixed_fp16)"
+        )
+    if runtime.builds_ahead_of_time and targets:
+        notes.append(
+            f"build_engine.py builds for compute capabilities {', '.join(targets)} "
+            "(IBuilderConfig.set_compute_capability); tensorrt_rtx builds for its default set"
         )
     return notes

@@ -8,7 +8,6 @@ in place, so the graph has no ScatterND.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from export import onnx_attention
 from export import plugin_contract as contract
+from export.onnx_metadata import model_props
 from export.files import atomic_output
 
 if TYPE_CHECKING:
@@ -184,9 +184,7 @@ def to_onnx_proto(model: ESCBase, options: OnnxExportOptions, *, keep_metadata: 
 
         proto.functions.append(function_proto())
     proto.producer_name = "esc-deploy"
-    onnx.helper.set_model_props(
-        proto, {"esc.config": json.dumps(model.config.to_dict()), "esc.attention": options.attention}
-    )
+    onnx.helper.set_model_props(proto, model_props(model.config, options.attention))
     proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     onnx.checker.check_model(proto, full_check=True)
     if options.precision == "fp16":

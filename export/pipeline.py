@@ -47,13 +47,11 @@ def check_with_onnxruntime(model: ESCBase, onnx_path: str) -> float:
 
 def engine_step() -> str:
     """Build the engine if this machine can; the line to print either way."""
-    from export.engine_env import MissingDependencyError, require_cuda_gpu, require_tensorrt
+    from export.engine_env import cannot_run_engines
 
-    try:
-        require_tensorrt()
-        require_cuda_gpu()
-    except MissingDependencyError as exc:
-        return f"skipped TensorRT engine build: {exc}"
+    reason = cannot_run_engines()
+    if reason is not None:
+        return f"skipped TensorRT engine build: {reason}"
     if not DEFAULT_PLUGIN.is_file():
         return (
             f"skipped TensorRT engine build: plugin library {DEFAULT_PLUGIN} not built "

@@ -15,11 +15,11 @@ GOLDEN_NAMES = ("tiny_x2", "tiny_x2_b2", "light_x4", "fp_x4", "real_x4")
 
 
 def _skip_reasons() -> dict[str, str | None]:
-    from export.engine_env import installed_tensorrt  # not find_spec: tensorrt-stubs alone imports
+    from export.engine_env import installed_runtime  # not find_spec: tensorrt-stubs alone imports
 
     cuda = torch.cuda.is_available()
     trt_missing = [
-        what for what, ok in (("TensorRT is not installed", installed_tensorrt()), ("no CUDA device", cuda)) if not ok
+        what for what, ok in (("no TensorRT runtime is installed", installed_runtime()), ("no CUDA device", cuda)) if not ok
     ]
     return {
         "cuda": None if cuda else "needs a CUDA device; none is available here",

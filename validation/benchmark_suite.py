@@ -222,13 +222,11 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
     if backend == "tensorrt":
-        from export.engine_env import MissingDependencyError, require_cuda_gpu, require_tensorrt
+        from export.engine_env import cannot_run_engines
 
-        try:
-            require_tensorrt()
-            require_cuda_gpu()
-        except MissingDependencyError as exc:
-            return str(exc)
+        reason = cannot_run_engines()
+        if reason is not None:
+            return reason
         if not plugin.is_file():
             build = "cmake -S engines/plugin -B build/plugin && cmake --build build/plugin"
             return f"plugin library {plugin} not built ({build})"

@@ -45,10 +45,10 @@ def machine_info() -> dict[str, Any]:
     """Plain JSON values; GPU fields are None where there is no CUDA device."""
     import torch
 
-    from export.engine_env import installed_tensorrt
+    from export.engine_env import installed_runtime
 
     cuda = torch.cuda.is_available()
-    trt = installed_tensorrt()
+    trt = installed_runtime()
     info: dict[str, Any] = {
         "host": platform.node(),
         "os": platform.platform(),
@@ -60,7 +60,7 @@ def machine_info() -> dict[str, Any]:
         "onnx": _version("onnx"),
         "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
         "polygraphy": _version("polygraphy"),
-        "tensorrt": trt[1] if trt else None,
+        "tensorrt": trt.label if trt else None,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
         "cuda": torch.version.cuda if cuda else None,
@@ -78,5 +78,5 @@ def describe_machine(info: dict[str, Any]) -> str:
     )
     return (
         f"CPU {info['cpu']} ({info['cpu_count']} cores); {gpu}; torch {info['torch']}, "
-        f"onnxruntime {info['onnxruntime']}, TensorRT {info['tensorrt'] or '-'}"
+        f"onnxruntime {info['onnxruntime']}, {info['tensorrt'] or 'TensorRT -'}"
     )

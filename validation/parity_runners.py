@@ -238,14 +238,9 @@ def skip_reason(backend: Backend, *, device: str = "cpu") -> str | None:
         return None
     if backend.kind == "onnxruntime":
         return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
-    from export.engine_env import MissingDependencyError, require_cuda_gpu, require_tensorrt
+    from export.engine_env import cannot_run_engines
 
-    try:
-        require_tensorrt()
-        require_cuda_gpu()
-    except MissingDependencyError as exc:
-        return str(exc)
-    return None
+    return cannot_run_engines()
 
 
 # ---------------------------------------------------------------------------------------------- graphs

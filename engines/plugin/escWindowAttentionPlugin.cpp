@@ -7,6 +7,7 @@
  */
 #include "escWindowAttentionPlugin.h"
 
+#include "escPluginRuntime.h"
 #include "escWindowAttentionKernel.h"
 
 #include <exception>
@@ -45,7 +46,7 @@ namespace
 
 void logError(char const* message) noexcept
 {
-    nvinfer1::ILogger* const logger = ::getLogger();
+    nvinfer1::ILogger* const logger = pluginLogger();
     if (logger != nullptr)
     {
         logger->log(nvinfer1::ILogger::Severity::kERROR, message);
@@ -128,7 +129,9 @@ EscWindowAttentionPlugin::EscWindowAttentionPlugin(int32_t numHeads, int32_t win
     : mNumHeads(numHeads)
     , mWindowSize(windowSize)
 {
-    ESC_VALIDATE(numHeads >= 1, std::string("expected ") + kATTR_NUM_HEADS + " >= 1, found " + std::to_string(numHeads));
+    ESC_VALIDATE(numHeads >= 1 && numHeads <= kMAX_NUM_HEADS,
+        std::string("expected ") + kATTR_NUM_HEADS + " in [1, " + std::to_string(kMAX_NUM_HEADS) + "], found "
+            + std::to_string(numHeads));
     ESC_VALIDATE(windowSize >= kMIN_WINDOW_SIZE && windowSize <= kMAX_WINDOW_SIZE,
         std::string("expected ") + kATTR_WINDOW_SIZE + " in [" + std::to_string(kMIN_WINDOW_SIZE) + ", "
             + std::to_string(kMAX_WINDOW_SIZE) + "], found " + std::to_string(windowSize));
@@ -183,8 +186,9 @@ void EscWindowAttentionPlugin::checkDims(nvinfer1::Dims const& qkv, nvinfer1::Di
     int64_t const channels3 = qkv.d[1];
     if (channels3 >= 0)
     {
-        int64_t const headSize = channels3 / (3 * mNumHeads);
-        ESC_VALIDATE(channels3 % (3 * mNumHeads) == 0 && (headSize == kHEAD_SIZE_SMALL || headSize == kHEAD_SIZE_LARGE),
+        int64_t const heads3 = int64_t{3} * mNumHeads; // int64: no overflow for any int32 attribute
+        int64_t const headSize = channels3 / heads3;
+        ESC_VALIDATE(channels3 % heads3 == 0 && (headSize == kHEAD_SIZE_SMALL || headSize == kHEAD_SIZE_LARGE),
             "expected qkv channels 3 * " + std::to_string(mNumHeads) + " heads * head size 16 or 32, found "
                 + std::to_string(channels3));
     }
@@ -423,9 +427,6 @@ nvinfer1::IPluginV3* EscWindowAttentionPluginCreator::createPlugin(
     }
     return nullptr;
 }
-
-// dlopen of this library registers the creator (trtexec --staticPlugins, polygraphy --plugins, Triton, ctypes).
-REGISTER_TENSORRT_PLUGIN(EscWindowAttentionPluginCreator);
 
 } // namespace plugin
 } // namespace esc

@@ -35,6 +35,9 @@ constexpr int32_t kNUM_INPUTS = 2;
 constexpr int32_t kNUM_OUTPUTS = 1;
 // contract-end
 
+//! num_heads is the kernel's grid y dimension (at most 65535 blocks).
+constexpr int32_t kMAX_NUM_HEADS = 65535;
+
 //! The TensorRT plugin name is the ONNX op type (the ONNX parser looks the creator up by op type).
 constexpr char const* kPLUGIN_NAME = kOP_TYPE;
 
