@@ -1,19 +1,27 @@
-"""A Triton model repository for an ESC TensorRT engine (and an ONNX Runtime CPU variant).
+"""A Triton model repository for an exported ESC model: TensorRT engine, ONNX Runtime, Python backend.
 
 Layout written by :func:`make_repository` (``DIR`` is the model repository itself)::
 
-    DIR/<name>/config.pbtxt            platform tensorrt_plan, KIND_GPU
-    DIR/<name>/1/model.plan            the engine, copied
-    DIR/<name>_onnx/config.pbtxt       platform onnxruntime_onnx, KIND_CPU   (with an ONNX file)
+    DIR/<name>/config.pbtxt              platform tensorrt_plan, KIND_GPU          (with --engine)
+    DIR/<name>/1/model.plan              the engine, copied
+    DIR/<name>_onnx/config.pbtxt         platform onnxruntime_onnx, KIND_CPU       (with --onnx)
     DIR/<name>_onnx/1/model.onnx
-    DIR/launch_triton.sh               the exact tritonserver command (plugin via --backend-config)
-    DIR/docker_triton.sh               the same inside the Triton container
+    DIR/<name>_python/config.pbtxt       backend python, KIND_AUTO                 (with --onnx)
+    DIR/<name>_python/1/model.py         export/triton_python_model.py: ONNX Runtime in the Python backend
+    DIR/<name>_python/1/model.onnx
+    DIR/launch_triton.sh                 the exact tritonserver command (plugin via --backend-config)
+    DIR/docker_triton.sh                 the same inside the Triton container
 
 Triton only treats sub-folders as models, so the two scripts at the top level are ignored by it.
-The batch layout follows the engine's optimization profile (its JSON sidecar): with a minimum batch
-of 1, ``max_batch_size`` is the profile's maximum batch and dims are ``[3, -1, -1]``; otherwise Triton
-must not batch (``max_batch_size: 0``) and the batch dimension is part of dims. The profile's
-spatial limits and the model's scale/window go into ``parameters`` so that clients can tile.
+
+Facts travel, nobody is asked for them again: the model's ``ESCConfig`` (scale, window, minimum side)
+comes from the ONNX metadata ``esc.config`` written by the exporter, or from the engine's sidecar,
+which carries it from the same place; the engine's batch layout and spatial limits come from the
+sidecar's optimization profile. With a minimum batch of 1, ``max_batch_size`` is the profile's maximum
+batch and dims are ``[3, -1, -1]``; otherwise Triton must not batch (``max_batch_size: 0``) and the
+batch dimension is part of dims. The ONNX Runtime variants have limits of their own (``ort_max_batch``,
+``ort_max_input``), not the engine's. Every variant records its limits and the model's facts in
+``parameters`` (the keys below), which the client and the Python model read.
 """
 
 from __future__ import annotations
@@ -24,50 +32,33 @@ import re
 import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
-CHANNELS = 3
+from esc.config import ESCConfig
+from export.shape_profile import CHANNELS
+
+if TYPE_CHECKING:
+    from export.engine_sidecar import EngineSidecar
+
+Variant = Literal["plan", "onnx", "python"]
+VARIANTS: tuple[Variant, ...] = get_args(Variant)
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
 CONTAINER_REPO = "/models"
 CONTAINER_PLUGINS = "/plugins"
-# Parameter keys in config.pbtxt that validation/triton_io.py reads back.
+PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
+# The ONNX Runtime variants' own limits: a tile of 256x256 takes about 0.2 s of 16 cores for ESC-light.
+DEFAULT_ORT_MAX_BATCH = 4
+DEFAULT_ORT_MAX_INPUT = (256, 256)
+# Parameter keys in config.pbtxt, read back by validation/triton_io.py and export/triton_python_model.py.
 PARAM_MAX_HW = "esc_max_input_hw"
 PARAM_MIN_HW = "esc_min_input_hw"
 PARAM_SCALE = "esc_scale"
 PARAM_WINDOW = "esc_window_size"
+PARAM_FAMILY = "esc_family"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclass(frozen=True)
-class Profile:
-    """One optimization profile of the engine's input, each shape [batch, channels, height, width]."""
-
-    min: tuple[int, int, int, int]
-    opt: tuple[int, int, int, int]
-    max: tuple[int, int, int, int]
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str) -> Profile:
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected 'profile' to be an object with min/opt/max, found {data!r}")
-        shapes = []
-        for key in ("min", "opt", "max"):
-            shape = data.get(key)
-            if isinstance(shape, str):  # export/build_engine.py writes '1x3x64x64'
-                shape = _parse_shape(shape, f"{source}: profile.{key}")
-            if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) for v in shape)):
-                raise ValueError(f"{source}: expected profile.{key} = [b, c, h, w] integers, found {shape!r}")
-            if shape[1] != CHANNELS or min(shape) < 1:
-                raise ValueError(f"{source}: expected profile.{key} = [b>=1, 3, h>=1, w>=1], found {shape}")
-            shapes.append((shape[0], shape[1], shape[2], shape[3]))
-        lo, opt, hi = shapes
-        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)):
-            raise ValueError(f"{source}: expected profile min <= opt <= max, found {lo}, {opt}, {hi}")
-        return cls(min=lo, opt=opt, max=hi)
+_SUFFIX = {"plan": "", "onnx": "_onnx", "python": "_python"}
 
 
 @dataclass(frozen=True)
@@ -75,42 +66,67 @@ class RepoSpec:
     """Everything that decides the repository's contents."""
 
     name: str
-    engine: Path
-    plugin: Path | None = None
+    model: ESCConfig
+    engine: Path | None = None
+    sidecar: EngineSidecar | None = None  # the engine's, read by EngineSidecar.read
     onnx: Path | None = None
-    profile: Profile | None = None
-    max_batch: int | None = None  # only without a profile, or to lower the profile's maximum
+    plugin: Path | None = None
+    variants: tuple[Variant, ...] = ()  # () : every variant the given files allow
+    max_batch: int | None = None  # lowers the engine profile's maximum batch
+    ort_max_batch: int = DEFAULT_ORT_MAX_BATCH
+    ort_max_input: tuple[int, int] = DEFAULT_ORT_MAX_INPUT
     instances: int = 1
     queue_delay_us: int = 100
-    scale: int | None = None
-    window_size: int | None = None
-    engine_info: tuple[tuple[str, str], ...] = ()  # precision, TensorRT version, GPU, from the sidecar
-    input_name: str = INPUT_NAME
-    output_name: str = OUTPUT_NAME
+    input_name: str = "input"
+    output_name: str = "output"
     triton_image: str = DEFAULT_TRITON_IMAGE
+    _variants: tuple[Variant, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
             raise ValueError(f"model name must match {_NAME_RE.pattern}, got {self.name!r}")
-        if self.instances < 1:
-            raise ValueError(f"instances must be >= 1, got {self.instances}")
+        for label, value in (("instances", self.instances), ("ONNX Runtime max batch", self.ort_max_batch)):
+            if value < 1:
+                raise ValueError(f"{label} must be >= 1, got {value}")
         if self.queue_delay_us < 0:
             raise ValueError(f"queue delay must be >= 0 microseconds, got {self.queue_delay_us}")
-        if self.profile is None and self.max_batch is None:
-            raise ValueError(f"{self.engine}: no engine sidecar with a profile; pass --max-batch")
         if self.max_batch is not None and self.max_batch < 1:
             raise ValueError(f"max batch must be >= 1, got {self.max_batch}")
-        for label, value in (("scale", self.scale), ("window size", self.window_size)):
-            if value is not None and value < 1:
-                raise ValueError(f"{label} must be >= 1, got {value}")
-        self.batch_layout()  # validates max_batch against the profile
+        if (self.engine is None) != (self.sidecar is None):
+            raise ValueError("an engine needs its sidecar (spec_from_files reads it)")
+        side = self.model.min_side
+        if min(self.ort_max_input) < side:
+            raise ValueError(
+                f"ONNX Runtime max input {format_hw(self.ort_max_input)} is below the model's minimum side {side}"
+            )
+        available = [v for v in VARIANTS if (v == "plan" and self.engine) or (v != "plan" and self.onnx)]
+        wanted = self.variants or tuple(available)
+        for variant in wanted:
+            if variant not in VARIANTS:
+                raise ValueError(f"unknown variant {variant!r}; expected some of {list(VARIANTS)}")
+            if variant not in available:
+                needs = "--engine" if variant == "plan" else "--onnx"
+                raise ValueError(f"variant {variant!r} needs {needs}")
+        if not wanted:
+            raise ValueError("nothing to serve: pass --onnx, --engine, or both")
+        object.__setattr__(self, "_variants", tuple(wanted))
+        if "plan" in wanted:
+            self.batch_layout("plan")  # validates max_batch against the profile
 
-    def batch_layout(self) -> tuple[int, list[int]]:
+    @property
+    def selected(self) -> tuple[Variant, ...]:
+        return self._variants
+
+    def model_name(self, variant: Variant) -> str:
+        return self.name + _SUFFIX[variant]
+
+    def batch_layout(self, variant: Variant) -> tuple[int, list[int]]:
         """(max_batch_size, dims) of the input and output in config.pbtxt."""
-        if self.profile is None:
-            assert self.max_batch is not None  # checked in __post_init__
-            return self.max_batch, [CHANNELS, -1, -1]
-        lo, hi = self.profile.min[0], self.profile.max[0]
+        if variant != "plan":
+            return self.ort_max_batch, [CHANNELS, -1, -1]
+        assert self.sidecar is not None  # checked in __post_init__
+        profile = self.sidecar.profile
+        lo, hi = profile.min[0], profile.max[0]
         if lo == 1:
             if self.max_batch is not None and self.max_batch > hi:
                 raise ValueError(f"--max-batch {self.max_batch} exceeds the engine profile's maximum batch {hi}")
@@ -121,102 +137,95 @@ class RepoSpec:
             )
         return 0, [lo if lo == hi else -1, CHANNELS, -1, -1]
 
-    def parameters(self) -> dict[str, str]:
-        params: dict[str, str] = {}
-        if self.profile is not None:
-            params[PARAM_MIN_HW] = f"{self.profile.min[2]},{self.profile.min[3]}"
-            params[PARAM_MAX_HW] = f"{self.profile.max[2]},{self.profile.max[3]}"
-        if self.scale is not None:
-            params[PARAM_SCALE] = str(self.scale)
-        if self.window_size is not None:
-            params[PARAM_WINDOW] = str(self.window_size)
-        for key, value in self.engine_info:
-            params[f"engine_{key}"] = value
+    def parameters(self, variant: Variant) -> dict[str, str]:
+        side = self.model.min_side
+        if variant == "plan":
+            assert self.sidecar is not None
+            profile = self.sidecar.profile
+            min_hw = (max(profile.min[2], side), max(profile.min[3], side))
+            max_hw = (profile.max[2], profile.max[3])
+        else:
+            min_hw, max_hw = (side, side), self.ort_max_input
+        params = {
+            PARAM_MIN_HW: f"{min_hw[0]},{min_hw[1]}",
+            PARAM_MAX_HW: f"{max_hw[0]},{max_hw[1]}",
+            PARAM_SCALE: str(self.model.scale),
+            PARAM_WINDOW: str(self.model.window_size),
+            PARAM_FAMILY: self.model.family,
+        }
+        if variant == "plan":
+            params.update(self.engine_parameters())
         return params
 
-    @property
-    def onnx_name(self) -> str:
-        return f"{self.name}_onnx"
+    def engine_parameters(self) -> dict[str, str]:
+        """What the server must match to run the engine: runtime flavour and version, target, precision."""
+        if self.sidecar is None:
+            return {}
+        return {
+            "engine_runtime": self.sidecar.runtime.value,
+            "engine_runtime_version": self.sidecar.runtime_version,
+            "engine_target": self.sidecar.target.describe(),
+            "engine_precision": self.sidecar.precision.value,
+        }
 
 
-def _parse_shape(text: str, where: str) -> list[int]:
-    from export.shape_profile import parse_shape
-
-    try:
-        return list(parse_shape(text))
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+def format_hw(hw: tuple[int, int]) -> str:
+    return f"{hw[0]}x{hw[1]}"
 
 
-def read_sidecar(engine: Path) -> dict[str, Any] | None:
-    """The engine's JSON sidecar (``<engine>.json``, else the engine path with ``.json`` as suffix)."""
-    for path in (engine.with_name(engine.name + ".json"), engine.with_suffix(".json")):
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{path}: not a readable JSON sidecar ({exc})") from None
-            if not isinstance(data, dict):
-                raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}")
-            data["_path"] = str(path)
-            return data
-    return None
+def parse_hw(text: str) -> tuple[int, int]:
+    """'256x384' (or '256') -> (256, 384)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"expected HEIGHTxWIDTH like 256x256, found {text!r}")
+    h, w = int(parts[0]), int(parts[-1])
+    return h, w
 
 
-def spec_from_engine(
-    engine: Path,
+def spec_from_files(
     *,
+    onnx: Path | None = None,
+    engine: Path | None = None,
     name: str | None = None,
     plugin: Path | None = None,
-    onnx: Path | None = None,
-    max_batch: int | None = None,
     **options: Any,
 ) -> RepoSpec:
-    """A :class:`RepoSpec` with the profile, scale and engine details read from the sidecar."""
-    if not engine.is_file() or engine.stat().st_size == 0:
+    """A :class:`RepoSpec` whose model facts come from the ONNX metadata and the engine's sidecar."""
+    from export.engine_sidecar import EngineSidecar
+    from export.onnx_metadata import read_model_config
+
+    if engine is not None and (not engine.is_file() or engine.stat().st_size == 0):
         raise ValueError(f"engine {engine} does not exist or is empty")
     for label, path in (("plugin", plugin), ("ONNX model", onnx)):
         if path is not None and not path.is_file():
             raise ValueError(f"{label} {path} does not exist")
-    sidecar = read_sidecar(engine)
-    if sidecar is None and max_batch is None:
-        raise ValueError(
-            f"no sidecar {engine.name}.json next to {engine}: the engine's profile is unknown; pass --max-batch N"
-        )
-    profile = Profile.from_dict(sidecar.get("profile"), sidecar["_path"]) if sidecar else None
-    info = _engine_info(sidecar) if sidecar else ()
-    for key in ("input_name", "output_name"):
-        if sidecar and isinstance(sidecar.get(key), str):
-            options.setdefault(key, sidecar[key])
-    for key in ("scale", "window_size"):
-        if options.get(key) is None and sidecar and isinstance(sidecar.get(key), int):
-            options[key] = sidecar[key]
+    sidecar = EngineSidecar.read(engine) if engine is not None else None
     if onnx is not None:
-        check_onnx(onnx, options.get("input_name", INPUT_NAME), options.get("output_name", OUTPUT_NAME))
+        model = read_model_config(onnx)
+        if sidecar is not None and sidecar.model != model:
+            raise ValueError(f"engine {engine} was built from another model than {onnx} (esc.config differs)")
+    elif sidecar is not None:
+        model = sidecar.model
+    else:
+        raise ValueError("nothing to serve: pass --onnx, --engine, or both")
+    if sidecar is not None:
+        options.setdefault("input_name", sidecar.input_name)
+        options.setdefault("output_name", sidecar.output_name)
+    if onnx is not None:
+        check_onnx(onnx, options.get("input_name", "input"), options.get("output_name", "output"))
+    default_name = (engine or onnx).stem  # type: ignore[union-attr]
     return RepoSpec(
-        name=name or engine.stem,
+        name=name or default_name,
+        model=model,
         engine=engine,
-        plugin=plugin,
+        sidecar=sidecar,
         onnx=onnx,
-        profile=profile,
-        max_batch=max_batch,
-        engine_info=info,
+        plugin=plugin,
         **options,
     )
 
 
-def _engine_info(sidecar: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """precision, tensorrt_version and gpu_name (``gpu.name`` in export/build_engine.py's sidecar)."""
-    gpu = sidecar.get("gpu")
-    values = {
-        "precision": sidecar.get("precision"),
-        "tensorrt_version": sidecar.get("tensorrt_version"),
-        "gpu_name": gpu.get("name") if isinstance(gpu, dict) else sidecar.get("gpu_name"),
-    }
-    return tuple((key, str(value)) for key, value in values.items() if value is not None)
-
-
-def check_onnx(path: Path, input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME) -> None:
+def check_onnx(path: Path, input_name: str, output_name: str) -> None:
     """The ONNX file must have one input and one output with the engine's names, both rank 4."""
     import onnx
 
@@ -243,21 +252,29 @@ def _tensor(name: str, dims: list[int]) -> str:
     return f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {shape} ]\n  }}'
 
 
-def model_config(spec: RepoSpec, *, onnx: bool) -> str:
+_BACKEND_LINE = {
+    "plan": 'platform: "tensorrt_plan"',
+    "onnx": 'platform: "onnxruntime_onnx"',
+    "python": 'backend: "python"',
+}
+_KIND = {"plan": "KIND_GPU", "onnx": "KIND_CPU", "python": "KIND_AUTO"}
+
+
+def model_config(spec: RepoSpec, variant: Variant) -> str:
     """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
-    max_batch, dims = spec.batch_layout()
-    kind, count = ("KIND_CPU", 1) if onnx else ("KIND_GPU", spec.instances)
+    max_batch, dims = spec.batch_layout(variant)
+    count = spec.instances if variant == "plan" else 1
     lines = [
-        f'name: "{spec.onnx_name if onnx else spec.name}"',
-        f'platform: "{"onnxruntime_onnx" if onnx else "tensorrt_plan"}"',
+        f'name: "{spec.model_name(variant)}"',
+        _BACKEND_LINE[variant],
         f"max_batch_size: {max_batch}",
         f"input [\n{_tensor(spec.input_name, dims)}\n]",
         f"output [\n{_tensor(spec.output_name, dims)}\n]",
-        f"instance_group [\n  {{\n    kind: {kind}\n    count: {count}\n  }}\n]",
+        f"instance_group [\n  {{\n    kind: {_KIND[variant]}\n    count: {count}\n  }}\n]",
     ]
     if max_batch > 1:
         lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {spec.queue_delay_us}\n}}")
-    for key, value in spec.parameters().items():
+    for key, value in spec.parameters(variant).items():
         lines.append(f'parameters {{\n  key: "{key}"\n  value {{ string_value: {json.dumps(value)} }}\n}}')
     return "\n".join(lines) + "\n"
 
@@ -283,18 +300,16 @@ def docker_command(repo: Path, plugin: Path | None, image: str) -> list[str]:
 
 
 def _script(cmd: list[str], spec: RepoSpec, where: str) -> str:
-    info = dict(spec.engine_info)
-    trt = info.get("tensorrt_version", "unknown (no sidecar)")
-    gpu = info.get("gpu_name", "an unrecorded GPU")
-    return (
-        "#!/bin/sh\n"
-        f"# Generated by export/make_triton_repo.py: serves {spec.name}"
-        + (f" and {spec.onnx_name}" if spec.onnx else "")
-        + f" {where}.\n"
-        f"# The engine was built with TensorRT {trt} on {gpu}: the server\n"
-        "# must run that TensorRT version on that GPU model (and the plugin must be built against it).\n"
-        f'exec {shlex.join(cmd)} "$@"\n'
-    )
+    models = ", ".join(spec.model_name(v) for v in spec.selected)
+    text = f"#!/bin/sh\n# Generated by export/make_triton_repo.py: serves {models} {where}.\n"
+    if spec.sidecar is not None:
+        sidecar = spec.sidecar
+        text += (
+            f"# The engine was built with {sidecar.runtime.value} {sidecar.runtime_version} for "
+            f"{sidecar.target.describe()}: the server\n"
+            "# must run that runtime version on such a GPU (and the plugin must be built against it).\n"
+        )
+    return text + f'exec {shlex.join(cmd)} "$@"\n'
 
 
 @dataclass(frozen=True)
@@ -314,12 +329,20 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
     output.parent.mkdir(parents=True, exist_ok=True)
     launch = launch_command(output, spec.plugin)
     docker = docker_command(output, spec.plugin, spec.triton_image)
-    models = [spec.name] + ([spec.onnx_name] if spec.onnx else [])
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        _write_model(tmp / spec.name, model_config(spec, onnx=False), spec.engine, "model.plan")
-        if spec.onnx is not None:
-            _write_model(tmp / spec.onnx_name, model_config(spec, onnx=True), spec.onnx, "model.onnx")
+        for variant in spec.selected:
+            folder = tmp / spec.model_name(variant)
+            (folder / "1").mkdir(parents=True)
+            (folder / "config.pbtxt").write_text(model_config(spec, variant))
+            if variant == "plan":
+                assert spec.engine is not None
+                shutil.copyfile(spec.engine, folder / "1" / "model.plan")
+            else:
+                assert spec.onnx is not None
+                shutil.copyfile(spec.onnx, folder / "1" / "model.onnx")
+            if variant == "python":
+                shutil.copyfile(PYTHON_MODEL, folder / "1" / "model.py")
         for file, cmd, where in (
             ("launch_triton.sh", launch, "with tritonserver on this machine"),
             ("docker_triton.sh", docker, f"in {spec.triton_image}"),
@@ -331,13 +354,8 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return RepoResult(repo=output, models=tuple(models), launch=launch, docker=docker)
-
-
-def _write_model(folder: Path, config: str, payload: Path, filename: str) -> None:
-    (folder / "1").mkdir(parents=True)
-    (folder / "config.pbtxt").write_text(config)
-    shutil.copyfile(payload, folder / "1" / filename)
+    models = tuple(spec.model_name(v) for v in spec.selected)
+    return RepoResult(repo=output, models=models, launch=launch, docker=docker)
 
 
 def _replace(new: Path, output: Path) -> None:

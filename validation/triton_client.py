@@ -1,9 +1,13 @@
-"""Upscale a PNG through a running Triton server, tiling images larger than the model accepts.
+"""Upscale an image through a running Triton server, tiling images larger than the model accepts.
 
-    python validation/triton_client.py --url localhost:8000 --model esc-light_x4 in.png out.png
+    python validation/triton_client.py --url localhost:8000 --model esc-light_x4_python in.png out.png
     python validation/triton_client.py --protocol grpc --url localhost:8001 --model esc-light_x4 a.png b.png
 
-The library is validation/triton_io.py (tiling: esc/tiling.py). Errors: one line on stderr, exit 2.
+Scale, tile alignment (the attention window) and the model's minimum and maximum input come from the
+model's config; images and tiles below the minimum are reflect-padded and the result cropped. Tiles go
+out as up to --concurrency requests at once, for the server's dynamic batching to merge. The library is
+validation/triton_io.py (tiling: esc/tiling.py); no torch is imported. Errors: one line on stderr
+naming the model, exit 2.
 """
 
 from __future__ import annotations
@@ -12,9 +16,18 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from export.cli import ArgumentParser
-from validation.triton_io import TritonError, connect, plan_tiles, read_image, upscale_image, write_image
+from validation.triton_io import (
+    TilePlan,
+    TritonError,
+    connect,
+    plan_tiles,
+    read_image,
+    upscale_image,
+    write_image,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,10 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url", required=True, help="server HOST:PORT (HTTP 8000, gRPC 8001 by default)")
     parser.add_argument("--model", required=True, help="model name in the repository")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
-    parser.add_argument("--max-tile", type=int, help="largest tile side (default: the engine profile's maximum)")
+    parser.add_argument("--max-tile", type=int, help="largest tile side (default: the model's maximum input)")
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels (default 32)")
     parser.add_argument("--align", type=int, help="tile start alignment (default: the model's window size)")
-    parser.add_argument("--scale", type=int, help="upscaling factor when the model config does not record it")
+    parser.add_argument("--concurrency", type=int, default=4, help="tile requests in flight (default 4)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar over the tiles")
     parser.add_argument("input", type=Path, help="input image (PNG, 8-bit RGB)")
     parser.add_argument("output", type=Path, help="output PNG")
     return parser.parse_args(argv)
@@ -36,22 +50,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         image = read_image(args.input)
         upscaler = connect(args.url, args.model, args.protocol)
-        scale = args.scale or upscaler.info.scale
-        if scale is None:
-            raise ValueError(f"model {args.model!r} does not record its scale (esc_scale); pass --scale")
+        info = upscaler.info
         plan = plan_tiles(
-            upscaler.info, image.shape[2:], max_tile=args.max_tile, overlap=args.overlap, align=args.align
+            info,
+            image.shape[2:],
+            max_tile=args.max_tile,
+            overlap=args.overlap,
+            align=args.align,
+            concurrency=args.concurrency,
         )
         start = time.perf_counter()
-        result = upscale_image(image, upscaler, scale=scale, plan=plan)
+        with _progress(args.no_progress, image.shape[2:], plan) as bar:
+            result = upscale_image(
+                image, upscaler, scale=info.scale, plan=plan, min_hw=info.min_hw, progress=bar.update
+            )
         elapsed = time.perf_counter() - start
         write_image(args.output, result)
     except (ValueError, OSError, TritonError) as exc:
-        print(f"triton_client: error: {exc}", file=sys.stderr)
+        where = "" if "model '" in str(exc) else f"model {args.model!r}: "
+        print(f"triton_client: error: {where}{' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     h, w = image.shape[2:]
-    print(f"{args.input} {w}x{h} -> {args.output} {w * scale}x{h * scale} in {elapsed:.3f} s (tile {plan.tile})")
+    s = info.scale
+    print(f"{args.input} {w}x{h} -> {args.output} {w * s}x{h * s} in {elapsed:.3f} s (tile {plan.tile})")
     return 0
+
+
+def _progress(disabled: bool, image_hw: tuple[int, int], plan: TilePlan) -> Any:  # a tqdm bar over the tiles
+    from tqdm import tqdm
+
+    from esc.tiling import tile_grid
+
+    h, w = image_hw
+    total = len(tile_grid(h, w, tile=plan.tile, overlap=plan.overlap, align=plan.align))
+    return tqdm(total=total, unit="tile", disable=True if disabled else None, leave=False, file=sys.stderr)
 
 
 if __name__ == "__main__":

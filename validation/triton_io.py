@@ -1,10 +1,15 @@
 """Upscaling images through a running Triton server: PNG I/O, the model's limits, the tiling driver.
 
-tritonclient is imported only inside :func:`connect`, so the rest is usable (and tested) without it.
+The model's facts come from its config (``parameters`` written by export/triton_repo.py): scale,
+window size (tile alignment), minimum and maximum input side. Images and tiles below the minimum are
+reflect-padded at the bottom and right and the result cropped; images above the maximum are tiled
+(esc/tiling.py), with up to ``concurrency`` requests in flight so that the server's dynamic batching
+can merge them. Nothing here imports torch; tritonclient is imported only inside :func:`connect`.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +18,10 @@ from typing import Any, Literal
 import numpy as np
 
 from esc.tiling import upscale_tiled
-from export.triton_repo import PARAM_MAX_HW, PARAM_SCALE, PARAM_WINDOW
+from export.triton_repo import PARAM_MAX_HW, PARAM_MIN_HW, PARAM_SCALE, PARAM_WINDOW
 
 Protocol = Literal["http", "grpc"]
+Upscale = Callable[[np.ndarray], np.ndarray]
 
 
 class TritonError(RuntimeError):
@@ -30,9 +36,10 @@ class ModelInfo:
     input_name: str
     output_name: str
     max_batch_size: int
-    max_hw: tuple[int, int] | None  # largest input the engine's profile accepts
-    scale: int | None
-    window_size: int | None
+    scale: int
+    window_size: int
+    min_hw: tuple[int, int]  # smallest input the model accepts (pad below it)
+    max_hw: tuple[int, int] | None  # largest input (tile above it); None: no limit recorded
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -66,27 +73,46 @@ def write_image(path: Path, image: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _hw_param(params: dict[str, str], key: str, model: str) -> tuple[int, int] | None:
+    if key not in params:
+        return None
+    try:
+        h, w = (int(v) for v in params[key].split(","))
+    except ValueError:
+        raise ValueError(f"model {model!r}: parameter {key} must be 'H,W', found {params[key]!r}") from None
+    return h, w
+
+
 def parse_model_info(config: dict[str, Any]) -> ModelInfo:
-    """Model limits from Triton's model config as JSON (HTTP ``get_model_config``, or gRPC's
-    ``get_model_config(as_json=True)["config"]``)."""
+    """Model facts and limits from Triton's model config as JSON (HTTP ``get_model_config``, or
+    gRPC's ``get_model_config(as_json=True)["config"]``)."""
     try:
         name = str(config["name"])
         (inp,), (out,) = config["input"], config["output"]
     except (KeyError, ValueError, TypeError):
         raise ValueError(f"expected a model config with one input and one output, got keys {list(config)}") from None
-    params = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
-    max_hw = None
-    if PARAM_MAX_HW in params:
-        h, w = (int(v) for v in params[PARAM_MAX_HW].split(","))
-        max_hw = (h, w)
+    params = {k: str(v.get("string_value", "")) for k, v in (config.get("parameters") or {}).items()}
+    missing = [key for key in (PARAM_SCALE, PARAM_WINDOW, PARAM_MIN_HW) if key not in params]
+    if missing:
+        raise ValueError(
+            f"model {name!r} does not record {', '.join(missing)} in its config: "
+            "write its repository with export/make_triton_repo.py"
+        )
+    try:
+        scale, window = int(params[PARAM_SCALE]), int(params[PARAM_WINDOW])
+    except ValueError:
+        raise ValueError(f"model {name!r}: {PARAM_SCALE} and {PARAM_WINDOW} must be integers") from None
+    min_hw = _hw_param(params, PARAM_MIN_HW, name)
+    assert min_hw is not None  # checked above
     return ModelInfo(
         name=name,
         input_name=str(inp["name"]),
         output_name=str(out["name"]),
         max_batch_size=int(config.get("max_batch_size", 0)),
-        max_hw=max_hw,
-        scale=int(params[PARAM_SCALE]) if PARAM_SCALE in params else None,
-        window_size=int(params[PARAM_WINDOW]) if PARAM_WINDOW in params else None,
+        scale=scale,
+        window_size=window,
+        min_hw=min_hw,
+        max_hw=_hw_param(params, PARAM_MAX_HW, name),
     )
 
 
@@ -96,6 +122,7 @@ class TilePlan:
     overlap: int
     align: int
     tiles_per_call: int
+    concurrency: int
 
 
 def plan_tiles(
@@ -105,61 +132,133 @@ def plan_tiles(
     max_tile: int | None = None,
     overlap: int = 32,
     align: int | None = None,
+    concurrency: int = 1,
 ) -> TilePlan:
-    """Tile size: ``--max-tile``, else the profile's maximum, else the whole image (one call).
-    Alignment: ``align``, else the model's window size (tiles share the image's windows), else 1."""
+    """Tile size: ``max_tile``, else the model's maximum input, else the whole image (one call).
+    Alignment: ``align``, else the model's window size (tiles share the image's windows).
+    Tiles per request: the model's batch shared among ``concurrency`` requests in flight, so that
+    dynamic batching can merge them into full batches."""
+    if concurrency < 1:
+        raise ValueError(f"--concurrency must be positive, got {concurrency}")
     if max_tile is not None:
         if max_tile < 1:
             raise ValueError(f"--max-tile must be positive, got {max_tile}")
         tile = (max_tile, max_tile)
+        if info.max_hw is not None and (tile[0] > info.max_hw[0] or tile[1] > info.max_hw[1]):
+            raise ValueError(f"--max-tile {max_tile} exceeds model {info.name!r}'s maximum input {info.max_hw}")
+        if min(tile) < max(info.min_hw):
+            raise ValueError(f"--max-tile {max_tile} is below model {info.name!r}'s minimum input {info.min_hw}")
     elif info.max_hw is not None:
         tile = info.max_hw
     else:
         tile = image_hw
-    if info.max_hw is not None and (tile[0] > info.max_hw[0] or tile[1] > info.max_hw[1]):
-        raise ValueError(f"--max-tile {max_tile} exceeds the model's maximum input {info.max_hw}")
-    window = align if align is not None else (info.window_size or 1)
+    window = align if align is not None else info.window_size
+    if window < 1:
+        raise ValueError(f"--align must be positive, got {window}")
     if window > 1 and min(tile) - overlap < window:
         window = 1  # tiles too small to keep the stride a multiple of the window
-    overlap = min(overlap, min(tile) - 1)
-    batch = max(info.max_batch_size, 1)
-    return TilePlan(tile=tile, overlap=overlap, align=window, tiles_per_call=batch)
+    overlap = max(0, min(overlap, min(tile) - 1))
+    per_call = max(1, max(info.max_batch_size, 1) // concurrency)
+    return TilePlan(tile=tile, overlap=overlap, align=window, tiles_per_call=per_call, concurrency=concurrency)
+
+
+def padded(upscale: Upscale, min_hw: tuple[int, int], scale: int) -> Upscale:
+    """``upscale`` for inputs of any size: those below ``min_hw`` are reflect-padded at the bottom
+    and right, and the output is cropped back to ``scale`` times the input."""
+
+    def call(batch: np.ndarray) -> np.ndarray:
+        h, w = batch.shape[2:]
+        pad_h, pad_w = max(0, min_hw[0] - h), max(0, min_hw[1] - w)
+        if not (pad_h or pad_w):
+            return upscale(batch)
+        big = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
+        return np.ascontiguousarray(upscale(big)[:, :, : h * scale, : w * scale])
+
+    return call
 
 
 def upscale_image(
-    image: np.ndarray, upscale: Callable[[np.ndarray], np.ndarray], *, scale: int, plan: TilePlan
+    image: np.ndarray,
+    upscale: Upscale,
+    *,
+    scale: int,
+    plan: TilePlan,
+    min_hw: tuple[int, int] = (1, 1),
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Upscale [1, 3, H, W] with ``upscale`` on overlapping tiles (esc.tiling rules)."""
+    """Upscale [1, 3, H, W] with ``upscale`` on overlapping tiles (esc.tiling rules), padding
+    images and tiles below ``min_hw``."""
     return upscale_tiled(
         image,
-        upscale,
+        padded(upscale, min_hw, scale),
         scale=scale,
         tile=plan.tile,
         overlap=plan.overlap,
         align=plan.align,
         tiles_per_call=plan.tiles_per_call,
+        concurrency=plan.concurrency,
+        progress=progress,
     )
 
 
 class TritonUpscaler:
-    """``__call__``: [n, 3, h, w] float32 -> [n, 3, h*s, w*s] through one model on a Triton server."""
+    """``__call__``: [n, 3, h, w] float32 -> [n, 3, h*s, w*s] through one model on a Triton server.
 
-    def __init__(self, client: Any, module: Any, info: ModelInfo) -> None:
-        self.client, self.module, self.info = client, module, info
+    Thread-safe: each thread gets its own client connection (tritonclient's HTTP client is not)."""
+
+    def __init__(self, url: str, module: Any, info: ModelInfo, protocol: Protocol) -> None:
+        self.url, self.module, self.info, self.protocol = url, module, info, protocol
+        self._local = threading.local()
+
+    @property
+    def client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self.module.InferenceServerClient(url=self.url)
+        return client
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.info.max_batch_size > 0 and len(batch) > self.info.max_batch_size:
-            step = self.info.max_batch_size
+        step = self.info.max_batch_size
+        if step > 0 and len(batch) > step:
             return np.concatenate([self(batch[i : i + step]) for i in range(0, len(batch), step)])
-        inp = self.module.InferInput(self.info.input_name, list(batch.shape), "FP32")
-        inp.set_data_from_numpy(batch)
-        out = self.module.InferRequestedOutput(self.info.output_name)
+        n, c, h, w = batch.shape
+        out = self.infer(batch)
+        expected = (n, c, h * self.info.scale, w * self.info.scale)
+        if out.shape != expected:
+            raise TritonError(f"model {self.info.name!r} returned shape {out.shape}, expected {expected}")
+        return out
+
+    def infer(self, array: np.ndarray) -> np.ndarray:
+        """One request with ``array`` as it is (any dtype or shape): the server's answer, or TritonError."""
+        dtype = self.module.np_to_triton_dtype(array.dtype)
         try:
+            inp = self.module.InferInput(self.info.input_name, list(array.shape), dtype)
+            inp.set_data_from_numpy(array)
+            out = self.module.InferRequestedOutput(self.info.output_name)
             result = self.client.infer(self.info.name, inputs=[inp], outputs=[out])
-        except Exception as exc:  # tritonclient raises InferenceServerException and transport errors
-            raise TritonError(f"inference on {self.info.name!r} failed: {_one_line(exc)}") from None
-        return np.asarray(result.as_numpy(self.info.output_name), dtype=np.float32)
+            data = result.as_numpy(self.info.output_name)
+            if data is None:
+                raise ValueError(f"no output {self.info.output_name!r} in the response")
+            return np.asarray(data, dtype=np.float32)
+        except Exception as exc:  # tritonclient raises InferenceServerException, transport and decode errors
+            raise TritonError(f"inference on model {self.info.name!r} failed: {_one_line(exc)}") from None
+
+    def statistics(self) -> dict[str, int]:
+        """The model's ``inference_count`` and ``execution_count`` (fewer executions: batched requests)."""
+        stats = self.client.get_inference_statistics(self.info.name)
+        if self.protocol == "grpc":
+            from google.protobuf.json_format import MessageToDict
+
+            stats = MessageToDict(stats, preserving_proto_field_name=True)
+        (model,) = stats["model_stats"]
+        return {key: int(model.get(key, 0)) for key in ("inference_count", "execution_count")}
+
+    def close(self) -> None:
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            client.close()
+            self._local.client = None
 
 
 def connect(url: str, model: str, protocol: Protocol) -> TritonUpscaler:
@@ -173,18 +272,19 @@ def connect(url: str, model: str, protocol: Protocol) -> TritonUpscaler:
     try:
         client = module.InferenceServerClient(url=url)
         if not client.is_server_live():
-            raise TritonError(f"Triton server at {url} is not live")
+            raise TritonError(f"model {model!r}: Triton server at {url} is not live")
         if not client.is_model_ready(model):
             raise TritonError(f"model {model!r} is not ready on {url} (is it in the repository and loaded?)")
         if protocol == "grpc":
             config = client.get_model_config(model, as_json=True)["config"]
         else:
             config = client.get_model_config(model)
+        client.close()
     except TritonError:
         raise
     except Exception as exc:  # connection refused, DNS, timeouts: tritonclient wraps them differently
-        raise TritonError(f"cannot talk to Triton at {url} ({protocol}): {_one_line(exc)}") from None
-    return TritonUpscaler(client, module, parse_model_info(config))
+        raise TritonError(f"model {model!r}: cannot talk to Triton at {url} ({protocol}): {_one_line(exc)}") from None
+    return TritonUpscaler(url, module, parse_model_info(config), protocol)
 
 
 def _one_line(exc: BaseException) -> str:

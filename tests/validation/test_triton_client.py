@@ -1,7 +1,7 @@
 """validation/triton_client.py without a server: arguments, image I/O, model limits, the tiling driver.
 
 No Triton server is faked: the driver is run with a local upscaler (nearest neighbour), and the only
-network test points the CLI at a port where nothing listens.
+network test points the CLI at a port where nothing listens. The real server: test_triton_server.py.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.triton_repo import Profile, RepoSpec, model_config
+from export.triton_repo import model_config, spec_from_files
+from tests.export.sidecars import write_engine_with_sidecar
+from tests.export.test_triton_repo import write_stand_in_onnx
 from validation import triton_client
 from validation.triton_io import (
     ModelInfo,
+    padded,
     parse_model_info,
     plan_tiles,
     read_image,
@@ -34,7 +37,7 @@ SCRIPT = REPO_ROOT / "validation" / "triton_client.py"
 
 def _info(**overrides: object) -> ModelInfo:
     fields: dict = dict(name="m", input_name="input", output_name="output", max_batch_size=4,
-                        max_hw=(64, 64), scale=2, window_size=16)  # fmt: skip
+                        max_hw=(64, 64), min_hw=(9, 9), scale=2, window_size=16)  # fmt: skip
     fields.update(overrides)
     return ModelInfo(**fields)
 
@@ -81,20 +84,30 @@ def test_to_uint8_clips_and_rounds() -> None:
     assert out[0, :, 0].tolist() == [0, 0, 0, 1, 255, 255]  # 0.5 rounds to even
 
 
-def test_model_info_from_generated_config() -> None:
+def test_model_info_from_generated_config(tmp_path: Path) -> None:
     """The client reads what export/triton_repo.py writes (via the protobuf JSON the server serves)."""
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
 
-    profile = Profile.from_dict({"min": [1, 3, 16, 16], "opt": [1, 3, 64, 64], "max": [2, 3, 96, 128]}, "t")
-    spec = RepoSpec(name="esc", engine=Path("e.plan"), profile=profile, scale=4, window_size=32)
-    message = text_format.Parse(model_config(spec, onnx=False), model_config_pb2.ModelConfig())
-    config = json.loads(json_format.MessageToJson(message, preserving_proto_field_name=True))
-    info = parse_model_info(config)
-    assert info == ModelInfo(name="esc", input_name="input", output_name="output", max_batch_size=2,
-                             max_hw=(96, 128), scale=4, window_size=32)  # fmt: skip
+    onnx = write_stand_in_onnx(tmp_path / "esc.onnx")
+    engine = write_engine_with_sidecar(onnx, tmp_path, profile="1x3x32x32 1x3x64x64 2x3x96x128")
+    spec = spec_from_files(engine=engine, onnx=onnx, ort_max_input=(48, 64))
+    infos = {}
+    for variant in spec.selected:
+        message = text_format.Parse(model_config(spec, variant), model_config_pb2.ModelConfig())
+        config = json.loads(json_format.MessageToJson(message, preserving_proto_field_name=True))
+        infos[variant] = parse_model_info(config)
+    assert infos["plan"] == ModelInfo(name="esc-light_x4", input_name="input", output_name="output",
+                                      max_batch_size=2, max_hw=(96, 128), min_hw=(32, 32), scale=4,
+                                      window_size=32)  # fmt: skip
+    assert infos["python"] == ModelInfo(name="esc-light_x4_python", input_name="input", output_name="output",
+                                        max_batch_size=4, max_hw=(48, 64), min_hw=(17, 17), scale=4,
+                                        window_size=32)  # fmt: skip
     with pytest.raises(ValueError, match="one input and one output"):
         parse_model_info({"name": "x", "input": []})
+    bare = {"name": "x", "input": [{"name": "i"}], "output": [{"name": "o"}]}
+    with pytest.raises(ValueError, match=r"model 'x' does not record esc_scale, esc_window_size, esc_min_input_hw"):
+        parse_model_info(bare)
 
 
 def test_plan_tiles() -> None:
@@ -103,8 +116,13 @@ def test_plan_tiles() -> None:
     assert plan_tiles(_info(), (200, 300), max_tile=48, align=1).tile == (48, 48)
     assert plan_tiles(_info(max_hw=None), (30, 40)).tile == (30, 40)  # no limits known: one call
     assert plan_tiles(_info(), (200, 300), max_tile=40, overlap=32).align == 1  # 40 - 32 < 16
+    # concurrent requests share the batch, so that dynamic batching can fill it
+    assert plan_tiles(_info(), (200, 300), concurrency=4).tiles_per_call == 1
+    assert plan_tiles(_info(), (200, 300), concurrency=2).tiles_per_call == 2
     with pytest.raises(ValueError, match="exceeds"):
         plan_tiles(_info(), (200, 300), max_tile=65)
+    with pytest.raises(ValueError, match="below model 'm'"):
+        plan_tiles(_info(), (200, 300), max_tile=8)
 
 
 @pytest.mark.parametrize("max_batch", [0, 1, 3])
@@ -139,4 +157,40 @@ def test_unreachable_server_is_one_line(tmp_path: Path, protocol: str) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot talk to Triton" in lines[0] and "Traceback" not in proc.stderr
+    assert "model 'm'" in lines[0]
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (5, 30), (30, 8), (9, 9)])
+def test_padding_below_the_minimum(h: int, w: int) -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def upscale(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.shape)
+        return _nearest(2)(batch)
+
+    image = np.random.default_rng(4).random((1, 3, h, w), dtype=np.float32)
+    out = padded(upscale, (9, 9), 2)(image)
+    np.testing.assert_array_equal(out, _nearest(2)(image))  # local upscaler: the crop is exact
+    assert seen == [(1, 3, max(h, 9), max(w, 9))]
+
+
+def test_driver_pads_small_last_tiles() -> None:
+    """A last tile cut at the image end below the minimum is padded, not sent short."""
+    image = np.random.default_rng(5).random((1, 3, 75, 40), dtype=np.float32)
+    shapes: list[tuple[int, ...]] = []
+
+    def upscale(batch: np.ndarray) -> np.ndarray:
+        shapes.append(batch.shape)
+        assert min(batch.shape[2:]) >= 20
+        return _nearest(2)(batch)
+
+    plan = plan_tiles(_info(max_hw=(40, 40), min_hw=(20, 20)), (75, 40), overlap=0, align=32)  # rows 0, 32, 64
+    out = upscale_image(image, upscale, scale=2, plan=plan, min_hw=(20, 20))
+    np.testing.assert_allclose(out, _nearest(2)(image), rtol=0, atol=1e-6)
+    assert any(s[2] == 20 for s in shapes)  # the 11-row last tile went out padded to 20
+
+
+def test_client_imports_no_torch() -> None:
+    code = "import sys; import validation.triton_client; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO_ROOT).returncode == 0
