@@ -1,6 +1,7 @@
 """A local Triton Inference Server from the ``nvidia-pytriton`` wheel, for tests, the benchmark and CPU serving.
 
     python validation/triton_server.py --repository triton_repo            # serves until Ctrl-C
+    pid=$(python validation/triton_server.py --repository triton_repo --detach) ... kill $pid
 
 PyTriton 0.7.0 bundles ``tritonserver`` 2.51 with the Python backend only. The wheel pins numpy<2, so
 it is installed without its dependencies into a folder of its own (nothing of it is imported)::
@@ -275,6 +276,15 @@ class LocalTriton:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return StopReport(killed=killed, stray_shm=tuple(r.name for r in stray))
 
+    def detach(self) -> int:
+        """Leave the started server running (its work folder too); its pid, for ``kill PID`` (SIGTERM:
+        the server stops its stubs and removes its shared memory itself)."""
+        if self.process is None:
+            raise TritonServerError("server not started")
+        pid = self.process.pid
+        self.process, self._own_workdir = None, False
+        return pid
+
     def __enter__(self) -> LocalTriton:
         return self.start()
 
@@ -313,17 +323,26 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
     return True
 
 
+def python_models(repository: Path) -> list[str]:
+    """The models of ``repository`` that PyTriton's server can load (its only backend is Python's)."""
+    configs = sorted(repository.glob("*/config.pbtxt"))
+    return [c.parent.name for c in configs if 'backend: "python"' in c.read_text()]
+
+
 def main(argv: list[str] | None = None) -> int:
     from export.cli import ArgumentParser
 
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, required=True, help="model repository folder")
-    parser.add_argument("--model", action="append", help="model to load (repeatable; default: every model)")
+    parser.add_argument("--model", action="append", help="model to load (repeatable; default: the Python-backend ones)")
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default 8000)")
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on 127.0.0.1 (default 8001)")
+    parser.add_argument("--detach", action="store_true", help="once ready, print the server's pid and leave it running")
     args = parser.parse_args(argv)
-    models = args.model or sorted(p.name for p in args.repository.iterdir() if (p / "config.pbtxt").is_file())
     try:
+        models = args.model or python_models(args.repository)
+        if not models:
+            raise TritonServerError(f"no model of the Python backend in {args.repository}; name one with --model")
         server = LocalTriton(
             args.repository,
             models=models,

@@ -194,3 +194,16 @@ def test_driver_pads_small_last_tiles() -> None:
 def test_client_imports_no_torch() -> None:
     code = "import sys; import validation.triton_client; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO_ROOT).returncode == 0
+
+
+def test_server_finder_and_python_models(tmp_path: Path) -> None:
+    from validation.triton_server import INSTALL_HINT, TritonServerError, find_pytriton, python_models
+
+    (tmp_path / "pytriton").mkdir()  # present but incomplete: the message says what is missing
+    with pytest.raises(TritonServerError, match=r"tritonserver is missing.*pip install --no-deps --target") as raised:
+        find_pytriton([tmp_path, tmp_path / "nowhere"])
+    assert INSTALL_HINT in str(raised.value) and "\n" not in str(raised.value)
+    for name, backend in (("a_python", 'backend: "python"'), ("a_onnx", 'platform: "onnxruntime_onnx"')):
+        (tmp_path / "repo" / name).mkdir(parents=True)
+        (tmp_path / "repo" / name / "config.pbtxt").write_text(f'name: "{name}"\n{backend}\n')
+    assert python_models(tmp_path / "repo") == ["a_python"]
