@@ -85,6 +85,7 @@ class EngineSidecar:
     plugin: PluginRecord | None
     plugin_layers: tuple[str, ...]
     built_at: str
+    build_seconds: float
     format: int = SIDECAR_FORMAT
 
     def to_json(self) -> dict[str, Any]:
@@ -133,6 +134,7 @@ class EngineSidecar:
                 plugin=None if data["plugin"] is None else PluginRecord(**_typed(data["plugin"], dict)),
                 plugin_layers=tuple(_typed(name, str) for name in _typed(data["plugin_layers"], list)),
                 built_at=_typed(data["built_at"], str),
+                build_seconds=float(_typed(data["build_seconds"], (int, float))),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: malformed sidecar ({type(exc).__name__}: {exc})") from None
@@ -179,9 +181,9 @@ class EngineSidecar:
         return problems
 
 
-def _typed(value: Any, kind: type) -> Any:
+def _typed(value: Any, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise TypeError(f"expected {kind.__name__}, found {value!r}")
+        raise TypeError(f"expected {kind}, found {value!r}")
     return value
 
 
