@@ -287,7 +287,9 @@ def pin_fp32_layers(trt_module: ModuleType, network: trt.INetworkDefinition) -> 
     return pinned
 
 
-def _add_profile(trt_module: ModuleType, builder: trt.Builder, config: trt.IBuilderConfig, options: EngineOptions) -> None:
+def _add_profile(
+    trt_module: ModuleType, builder: trt.Builder, config: trt.IBuilderConfig, options: EngineOptions
+) -> None:
     profile = builder.create_optimization_profile()
     shapes = options.profile
     dims = [trt_module.Dims(list(shape)) for shape in (shapes.min, shapes.opt, shapes.max)]

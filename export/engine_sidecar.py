@@ -114,7 +114,9 @@ class EngineSidecar:
         names = {f.name for f in dataclasses.fields(cls)}
         if set(data) != names:
             missing, extra = sorted(names - set(data)), sorted(set(data) - names)
-            raise ValueError(f"{source}: sidecar fields differ from format {SIDECAR_FORMAT} (missing {missing}, extra {extra})")
+            raise ValueError(
+                f"{source}: sidecar fields differ from format {SIDECAR_FORMAT} (missing {missing}, extra {extra})"
+            )
         try:
             return cls(
                 engine=_typed(data["engine"], str),
@@ -158,9 +160,7 @@ class EngineSidecar:
             raise ValueError(f"sidecar {path} is not readable JSON: {exc}") from None
         return cls.from_json(content, str(path))
 
-    def compatibility_problems(
-        self, *, runtime: Flavour, runtime_version: str, plugin_sha256: str | None
-    ) -> list[str]:
+    def compatibility_problems(self, *, runtime: Flavour, runtime_version: str, plugin_sha256: str | None) -> list[str]:
         """Why this engine cannot run with the loaded runtime and plugin; empty when it can."""
         problems: list[str] = []
         if (self.runtime, self.runtime_version) != (runtime, runtime_version):

@@ -29,7 +29,9 @@ def _skip_reasons() -> dict[str, str | None]:
         "nvcc": None if shutil.which("nvcc") else "needs the CUDA compiler nvcc on PATH",
         "tensorrt": cannot_run_engines(),
         "tensorrt_rtx": None if rtx else "needs TensorRT for RTX: pip install -e .[tensorrt-rtx]",
-        "tensorrt_lean": None if _has_module("tensorrt_lean_bindings") else "needs the TensorRT 11 lean runtime "
+        "tensorrt_lean": None
+        if _has_module("tensorrt_lean_bindings")
+        else "needs the TensorRT 11 lean runtime "
         "(tensorrt_lean_cu13_libs, tensorrt_lean_cu13_bindings; in the dev extra)",
     }
 
@@ -161,7 +163,9 @@ def build_plugin(major: int, *, sanitize: bool = False, runtimes: tuple[Path, ..
         ]  # fmt: skip
         for command in (configure, ["cmake", "--build", str(build), "-j", "2"]):
             result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
-            assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            assert result.returncode == 0, (
+                f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            )
     return build
 
 

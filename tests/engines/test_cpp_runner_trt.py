@@ -73,7 +73,9 @@ def test_help(runner: Path) -> None:
 
 
 def test_missing_engine(runner: Path, image: Path, tmp_path: Path) -> None:
-    result = run(runner, "--engine", str(tmp_path / "none.engine"), "--input", str(image), "--output", str(tmp_path / "o.png"))
+    result = run(
+        runner, "--engine", str(tmp_path / "none.engine"), "--input", str(image), "--output", str(tmp_path / "o.png")
+    )
     one_line_exit_2(result, "cannot open engine")
 
 
@@ -91,7 +93,9 @@ def test_corrupt_engine_and_no_gpu(runner: Path, image: Path, tmp_path: Path) ->
 
 def test_empty_engine(runner: Path, image: Path, tmp_path: Path) -> None:
     (tmp_path / "empty.engine").touch()
-    result = run(runner, "--engine", str(tmp_path / "empty.engine"), "--input", str(image), "--output", str(tmp_path / "o.png"))
+    result = run(
+        runner, "--engine", str(tmp_path / "empty.engine"), "--input", str(image), "--output", str(tmp_path / "o.png")
+    )
     one_line_exit_2(result, "is empty")
 
 

@@ -47,7 +47,9 @@ def probe(module: str, mode: str, plugin: Path, **env: str) -> tuple[dict, list[
 
 
 def run_contract(build: Path) -> str:
-    result = subprocess.run(["ctest", "--output-on-failure", "-V"], cwd=build, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["ctest", "--output-on-failure", "-V"], cwd=build, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     return result.stdout
 
@@ -98,4 +100,7 @@ def test_project_loader_checks_the_major_before_loading(trt10_plugin: Path) -> N
     data, stderr, code = probe(RTX, "project", trt10_plugin)
     assert code == 1 and not data
     assert not any(REFUSAL in line for line in stderr), "the library was loaded before its major was checked"
-    assert "was built with TensorRT 10.x headers; TensorRT for RTX 1.7.1.116 needs one built with TensorRT 11.x" in stderr[-1]
+    assert (
+        "was built with TensorRT 10.x headers; TensorRT for RTX 1.7.1.116 needs one built with TensorRT 11.x"
+        in stderr[-1]
+    )

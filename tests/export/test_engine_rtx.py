@@ -29,7 +29,7 @@ TARGETS = ("8.6", "8.9")
 
 
 @pytest.fixture(scope="module")
-def default_onnx(exports, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # noqa: ANN001
+def default_onnx(exports, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The default model (ESC-light x4) exported with the plugin node and with native attention."""
     out = tmp_path_factory.mktemp("rtx_onnx")
     paths = {}
@@ -186,3 +186,61 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     assert message in lines[0]
     assert not engine.exists() and not sidecar_path(engine).exists()
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_sidecar_round_trip_and_strict_reading(plugin_engine: Path, tmp_path: Path) -> None:
+    import json
+
+    sidecar = EngineSidecar.read(plugin_engine)
+    data = sidecar.to_json()
+    assert EngineSidecar.from_json(json.loads(json.dumps(data)), "copy") == sidecar
+    engine = tmp_path / "x.engine"
+    with pytest.raises(ValueError, match="no sidecar"):
+        EngineSidecar.read(engine)
+    sidecar_path(engine).write_text("{not json")
+    with pytest.raises(ValueError, match="is not readable JSON"):
+        EngineSidecar.read(engine)
+    for broken, message in (
+        ({**data, "format": 1}, "expected sidecar format 2, found 1"),
+        ({k: v for k, v in data.items() if k != "model"}, r"missing \['model'\]"),
+        ({**data, "surprise": 1}, r"extra \['surprise'\]"),
+        ({**data, "runtime": "tensorrt-lean"}, "malformed sidecar"),
+        ({**data, "model": {**data["model"], "window_size": "32"}}, "invalid ESC config"),
+        ({**data, "profile": {"min": "1x3x64", "opt": "1x3x64x64", "max": "1x3x64x64"}}, "malformed sidecar"),
+    ):
+        sidecar_path(engine).write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=message):
+            EngineSidecar.read(engine)
+
+
+def test_compatibility_problems(plugin_engine: Path) -> None:
+    import dataclasses
+
+    from export.engine_env import Flavour
+
+    sidecar = EngineSidecar.read(plugin_engine)
+    assert sidecar.plugin is not None
+    here = {"runtime": sidecar.runtime, "runtime_version": sidecar.runtime_version}
+    good = sidecar.plugin.sha256
+    assert sidecar.compatibility_problems(**here, plugin_sha256=good) == []
+    [problem] = sidecar.compatibility_problems(
+        runtime=Flavour.TENSORRT, runtime_version="11.4.0.106", plugin_sha256=good
+    )
+    assert f"built with tensorrt-rtx {sidecar.runtime_version}, tensorrt 11.4.0.106 is loaded" in problem
+    [problem] = sidecar.compatibility_problems(**here, plugin_sha256="f" * 64)
+    assert f"built with plugin sha256 {good[:12]}, the loaded library has ffffffffffff" in problem
+    [problem] = sidecar.compatibility_problems(**here, plugin_sha256=None)
+    assert "no plugin library is loaded" in problem
+    older = dataclasses.replace(sidecar, plugin=dataclasses.replace(sidecar.plugin, version="0"))
+    [problem] = older.compatibility_problems(**here, plugin_sha256=good)
+    assert "built for plugin version 0" in problem
+
+
+def test_runner_takes_the_plugin_from_the_sidecar(plugin_engine: Path, native_engine: Path, tmp_path: Path) -> None:
+    from export.engine_runner import plugin_for
+
+    sidecar = EngineSidecar.read(plugin_engine)
+    assert sidecar.plugin is not None
+    assert plugin_for(sidecar, None) == Path(sidecar.plugin.path)
+    assert plugin_for(sidecar, tmp_path / "y.so") == tmp_path / "y.so"
+    assert plugin_for(EngineSidecar.read(native_engine), None) is None
