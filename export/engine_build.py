@@ -43,6 +43,7 @@ from export.engine_options import (
 )
 from export.engine_plugin import (
     check_plugin_layers,
+    check_plugin_major,
     esc_node_names,
     load_plugin_library,
     plugin_layer_names,
@@ -126,6 +127,8 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
     runtime_id = f"{runtime.flavour.value} {runtime.version_text}"
     key = cache_key(options.settings(), identities, runtime_id, target.slug)
     engine = engine_path(options, onnx_sha, key, runtime.tag, target.slug)
+    if options.plugin is not None:
+        check_plugin_major(options.plugin, runtime)  # before any file is written
     typing = network_typing(runtime)
     onnx_path = prepare_onnx(options, typing)
     trt_module = runtime.module()
@@ -162,6 +165,7 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
         plugin=_plugin_record(options.plugin, identities.get("plugin")),
         plugin_layers=tuple(plugin_layers),
         built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        build_seconds=round(seconds, 2),
     )
     # The engine file is the last thing written: a reader that finds it finds its sidecar too.
     written = sidecar.write(engine)
@@ -283,7 +287,9 @@ def pin_fp32_layers(trt_module: ModuleType, network: trt.INetworkDefinition) -> 
     return pinned
 
 
-def _add_profile(trt_module: ModuleType, builder: trt.Builder, config: trt.IBuilderConfig, options: EngineOptions) -> None:
+def _add_profile(
+    trt_module: ModuleType, builder: trt.Builder, config: trt.IBuilderConfig, options: EngineOptions
+) -> None:
     profile = builder.create_optimization_profile()
     shapes = options.profile
     dims = [trt_module.Dims(list(shape)) for shape in (shapes.min, shapes.opt, shapes.max)]

@@ -2,10 +2,10 @@
 
 Two runtime flavours, each one Python module:
 
-| flavour        | module                  | versions | typing                    | builds without a GPU |
-|----------------|-------------------------|----------|---------------------------|----------------------|
-| `tensorrt`     | `tensorrt`              | 10.8+, 11.x | weak on 10.x, strong on 11.x | no                |
-| `tensorrt-rtx` | `tensorrt_rtx_bindings` | 1.7+     | strong only                | yes, for chosen compute capabilities |
+| flavour        | module                  | versions    | typing                       | builds without a GPU |
+|----------------|-------------------------|-------------|------------------------------|----------------------|
+| `tensorrt`     | `tensorrt`              | 10.8+, 11.x | weak on 10.x, strong on 11.x | no                   |
+| `tensorrt-rtx` | `tensorrt_rtx_bindings` | 1.7+        | strong only                  | yes, for chosen CCs  |
 
 `TrtRuntime` answers every "can this flavour do X?" question, so that no other module probes versions
 with `getattr`. Each check raises `MissingDependencyError` with one line saying what is missing and
@@ -48,7 +48,8 @@ _FACTS = {
         module="tensorrt",
         label="TensorRT",
         majors=(10, 11),
-        install="install it with `pip install 'tensorrt>=10.8,<12'` or this project's extra `pip install -e .[tensorrt]`",
+        install="install it with `pip install 'tensorrt>=10.8,<12'` or this project's extra "
+        "`pip install -e .[tensorrt]`",
         trtexec="trtexec",
     ),
     Flavour.TENSORRT_RTX: _FlavourFacts(
@@ -168,7 +169,9 @@ def _probe(flavour: Flavour) -> TrtRuntime:
         raise MissingDependencyError(f"{facts.label} reports an unreadable version: {exc}") from None
     if version.major not in facts.majors:
         supported = " or ".join(f"{m}.x" for m in facts.majors)
-        raise MissingDependencyError(f"{facts.label} {text} is not supported (this project needs {supported}); {facts.install}")
+        raise MissingDependencyError(
+            f"{facts.label} {text} is not supported (this project needs {supported}); {facts.install}"
+        )
     return TrtRuntime(flavour, version, text)
 
 

@@ -52,16 +52,22 @@ def plugin_headers_major(path: Path) -> int:
     return int(match[1])
 
 
-def load_plugin_library(path: Path, runtime: TrtRuntime) -> ctypes.CDLL:
-    """Check the library's header major against the runtime, dlopen it with RTLD_GLOBAL (its static
-    registration finds the runtime), then make sure the runtime's registry has the creator, through
-    IPluginRegistry.load_library (the library's getCreators) where dlopen found no registry."""
+def check_plugin_major(path: Path, runtime: TrtRuntime) -> None:
+    """A library built with another TensorRT major crashes or is refused where this runtime loads it."""
     major = plugin_headers_major(path)
     if major != runtime.plugin_abi_major:
         raise MissingDependencyError(
             f"plugin library {path} was built with TensorRT {major}.x headers; {runtime.label} needs one built "
-            f"with TensorRT {runtime.plugin_abi_major}.x headers ({BUILD_PLUGIN_HINT} -DTensorRT_ROOT=<headers>)"
+            f"with TensorRT {runtime.plugin_abi_major}.x headers (cmake -S engines/plugin -B build/plugin "
+            f"-DTensorRT_INCLUDE_DIR=<TensorRT {runtime.plugin_abi_major}.x include folder>)"
         )
+
+
+def load_plugin_library(path: Path, runtime: TrtRuntime) -> ctypes.CDLL:
+    """Check the library's header major against the runtime, dlopen it with RTLD_GLOBAL (its static
+    registration finds the runtime), then make sure the runtime's registry has the creator, through
+    IPluginRegistry.load_library (the library's getCreators) where dlopen found no registry."""
+    check_plugin_major(path, runtime)
     try:
         handle = ctypes.CDLL(str(path.resolve()), mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:

@@ -89,4 +89,6 @@ def ensure_unversioned_library(version_text: str) -> None:
     try:
         ctypes.CDLL(str(target), mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:
-        raise MissingDependencyError(f"cannot load the link library {target} ({exc}); delete it to rebuild it") from None
+        raise MissingDependencyError(
+            f"cannot load the link library {target} ({exc}); delete it to rebuild it"
+        ) from None

@@ -85,6 +85,7 @@ class EngineSidecar:
     plugin: PluginRecord | None
     plugin_layers: tuple[str, ...]
     built_at: str
+    build_seconds: float
     format: int = SIDECAR_FORMAT
 
     def to_json(self) -> dict[str, Any]:
@@ -113,7 +114,9 @@ class EngineSidecar:
         names = {f.name for f in dataclasses.fields(cls)}
         if set(data) != names:
             missing, extra = sorted(names - set(data)), sorted(set(data) - names)
-            raise ValueError(f"{source}: sidecar fields differ from format {SIDECAR_FORMAT} (missing {missing}, extra {extra})")
+            raise ValueError(
+                f"{source}: sidecar fields differ from format {SIDECAR_FORMAT} (missing {missing}, extra {extra})"
+            )
         try:
             return cls(
                 engine=_typed(data["engine"], str),
@@ -133,6 +136,7 @@ class EngineSidecar:
                 plugin=None if data["plugin"] is None else PluginRecord(**_typed(data["plugin"], dict)),
                 plugin_layers=tuple(_typed(name, str) for name in _typed(data["plugin_layers"], list)),
                 built_at=_typed(data["built_at"], str),
+                build_seconds=float(_typed(data["build_seconds"], (int, float))),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: malformed sidecar ({type(exc).__name__}: {exc})") from None
@@ -156,9 +160,7 @@ class EngineSidecar:
             raise ValueError(f"sidecar {path} is not readable JSON: {exc}") from None
         return cls.from_json(content, str(path))
 
-    def compatibility_problems(
-        self, *, runtime: Flavour, runtime_version: str, plugin_sha256: str | None
-    ) -> list[str]:
+    def compatibility_problems(self, *, runtime: Flavour, runtime_version: str, plugin_sha256: str | None) -> list[str]:
         """Why this engine cannot run with the loaded runtime and plugin; empty when it can."""
         problems: list[str] = []
         if (self.runtime, self.runtime_version) != (runtime, runtime_version):
@@ -179,9 +181,9 @@ class EngineSidecar:
         return problems
 
 
-def _typed(value: Any, kind: type) -> Any:
+def _typed(value: Any, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise TypeError(f"expected {kind.__name__}, found {value!r}")
+        raise TypeError(f"expected {kind}, found {value!r}")
     return value
 
 

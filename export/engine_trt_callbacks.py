@@ -89,7 +89,7 @@ class _TqdmProgress:
 
 @functools.cache
 def _logger_class(trt: ModuleType) -> type:
-    class FileLogger(_FileLogging, trt.ILogger):  # type: ignore[name-defined, misc]
+    class FileLogger(_FileLogging, trt.ILogger):  # type: ignore[name-defined]
         def __init__(self, path: Path, echo: Any, keep: Any) -> None:
             trt.ILogger.__init__(self)
             self._setup(path, echo, keep)
@@ -99,7 +99,7 @@ def _logger_class(trt: ModuleType) -> type:
 
 @functools.cache
 def _monitor_class(trt: ModuleType) -> type:
-    class TqdmProgressMonitor(_TqdmProgress, trt.IProgressMonitor):  # type: ignore[name-defined, misc]
+    class TqdmProgressMonitor(_TqdmProgress, trt.IProgressMonitor):  # type: ignore[name-defined]
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self._setup()

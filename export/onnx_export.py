@@ -17,8 +17,8 @@ import torch
 
 from export import onnx_attention
 from export import plugin_contract as contract
-from export.onnx_metadata import model_props
 from export.files import atomic_output
+from export.onnx_metadata import model_props
 
 if TYPE_CHECKING:
     from esc.models import ESCBase

@@ -1,9 +1,10 @@
-"""Shared fixtures and the skip rules for hardware-bound markers (cuda, nvcc, tensorrt)."""
+"""Shared fixtures and the skip rules for hardware-bound markers (cuda, nvcc, tensorrt, tensorrt_rtx, ...)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,18 +15,38 @@ GOLDEN_DIR = DATA_DIR / "golden"
 GOLDEN_NAMES = ("tiny_x2", "tiny_x2_b2", "light_x4", "fp_x4", "real_x4")
 
 
+# Markers whose component CI installs: there a missing one fails the test instead of skipping it.
+REQUIRED_IN_CI = ("nvcc", "tensorrt_rtx", "tensorrt_lean", "trt_headers")
+
+
 def _skip_reasons() -> dict[str, str | None]:
-    from export.engine_env import installed_runtime  # not find_spec: tensorrt-stubs alone imports
+    from export.engine_env import cannot_run_engines, installed_runtime
 
     cuda = torch.cuda.is_available()
-    trt_missing = [
-        what for what, ok in (("no TensorRT runtime is installed", installed_runtime()), ("no CUDA device", cuda)) if not ok
-    ]
+    rtx = installed_runtime("tensorrt-rtx")
     return {
         "cuda": None if cuda else "needs a CUDA device; none is available here",
         "nvcc": None if shutil.which("nvcc") else "needs the CUDA compiler nvcc on PATH",
-        "tensorrt": "needs TensorRT and a CUDA GPU: " + ", ".join(trt_missing) if trt_missing else None,
+        "tensorrt": cannot_run_engines(),
+        "tensorrt_rtx": None if rtx else "needs TensorRT for RTX: pip install -e .[tensorrt-rtx]",
+        "tensorrt_lean": None
+        if _has_module("tensorrt_lean_bindings")
+        else "needs the TensorRT 11 lean runtime "
+        "(tensorrt_lean_cu13_libs, tensorrt_lean_cu13_bindings; in the dev extra)",
     }
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def skip_or_fail(reason: str, marker: str) -> None:
+    """Skip with the reason; under CI (CI=true), where `marker`'s component is installed, fail instead."""
+    if os.environ.get("CI") == "true" and marker in REQUIRED_IN_CI:
+        pytest.fail(f"CI installs this test's component, yet: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -43,7 +64,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(name))
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:
-                item.add_marker(pytest.mark.skip(reason=reason))
+                item.user_properties.append(("unavailable", (marker, reason)))
+
+
+@pytest.fixture(autouse=True)
+def _hardware_markers(request: pytest.FixtureRequest) -> None:
+    for key, value in request.node.user_properties:
+        if key == "unavailable":
+            marker, reason = value
+            skip_or_fail(reason, marker)
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +115,67 @@ class ExportCache:
 @pytest.fixture(scope="session")
 def exports() -> ExportCache:
     return ExportCache()
+
+
+# ---------------------------------------------------------------------------------------------- the plugin
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN_SOURCE = REPO / "engines" / "plugin"
+PLUGIN_TEST_ARCH = "86"  # one architecture keeps the builds short; any GPU-free test is indifferent to it
+# Where the TensorRT headers come from: the variables a user's CMake build reads (TensorRT_INCLUDE_DIR,
+# TensorRT_ROOT), and for the wrong-major tests a second set of 10.x headers.
+HEADER_VARIABLES = {11: ("TensorRT_INCLUDE_DIR", "TensorRT_ROOT"), 10: ("ESC_TENSORRT10_INCLUDE_DIR",)}
+
+
+def header_dir(major: int) -> Path | None:
+    """The include folder of TensorRT `major`.x headers named by the environment, or None."""
+    for variable in HEADER_VARIABLES[major]:
+        value = os.environ.get(variable)
+        if not value:
+            continue
+        for folder in (Path(value), Path(value) / "include"):
+            version = folder / "NvInferVersion.h"
+            if version.is_file() and f"TRT_MAJOR_ENTERPRISE {major}" in version.read_text():
+                return folder
+    return None
+
+
+def build_plugin(major: int, *, sanitize: bool = False, runtimes: tuple[Path, ...] = ()) -> Path:
+    """engines/plugin built with TensorRT `major`.x headers into build/test-plugin-*, once per session
+    across xdist workers (a file lock); incremental, so a source change is rebuilt. Returns the build folder."""
+    from filelock import FileLock
+
+    headers = header_dir(major)
+    if headers is None:
+        names = " or ".join(HEADER_VARIABLES[major])
+        skip_or_fail(f"needs TensorRT {major}.x headers: set {names} to their include folder", "trt_headers")
+    if shutil.which("nvcc") is None or shutil.which("cmake") is None:
+        skip_or_fail("needs nvcc and cmake to build the plugin", "nvcc")
+    build = REPO / "build" / f"test-plugin-trt{major}{'-sanitized' if sanitize else ''}"
+    build.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(build) + ".lock"):
+        configure = [
+            "cmake", "-S", str(PLUGIN_SOURCE), "-B", str(build), f"-DTensorRT_INCLUDE_DIR={headers}",
+            f"-DCMAKE_CUDA_ARCHITECTURES={PLUGIN_TEST_ARCH}", "-DESC_REQUIRE_TENSORRT=ON",
+            "-DCMAKE_CXX_FLAGS=-Werror", f"-DESC_SANITIZE={'ON' if sanitize else 'OFF'}",
+            f"-DCMAKE_BUILD_TYPE={'Debug' if sanitize else 'Release'}",
+            "-DESC_TEST_RUNTIME_LIBRARIES=" + ";".join(str(r) for r in runtimes),
+        ]  # fmt: skip
+        for command in (configure, ["cmake", "--build", str(build), "-j", "2"]):
+            result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+            assert result.returncode == 0, (
+                f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            )
+    return build
+
+
+@pytest.fixture(scope="session")
+def trt11_plugin() -> Path:
+    """libesc_trt_plugin.so built with TensorRT 11.x headers: what TensorRT 11 and TensorRT for RTX load."""
+    return build_plugin(11) / "libesc_trt_plugin.so"
+
+
+@pytest.fixture(scope="session")
+def trt10_plugin() -> Path:
+    """The same library built with TensorRT 10.x headers: the wrong major for TensorRT 11 and RTX."""
+    return build_plugin(10) / "libesc_trt_plugin.so"

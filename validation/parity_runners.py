@@ -197,7 +197,7 @@ class TensorRTRunner:
 
     @property
     def precision(self) -> Precision:
-        return "fp32" if self.runner.sidecar.get("precision") == "fp32" else "fp16"
+        return "fp32" if self.runner.sidecar.precision.value == "fp32" else "fp16"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch

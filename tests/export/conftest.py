@@ -9,7 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from esc.config import preset_config
 from export import plugin_contract
+from export.onnx_metadata import model_props
 
 
 def write_onnx(path: Path, *, weight_dtype: type = np.float32, with_plugin_node: bool = False) -> Path:
@@ -40,6 +42,8 @@ def write_onnx(path: Path, *, weight_dtype: type = np.float32, with_plugin_node:
         initializer=[weight],
     )
     model = helper.make_model(graph, opset_imports=opsets)
+    # The facts the exporter records: ESC-light x4's config (the engine build reads it from here).
+    helper.set_model_props(model, model_props(preset_config("esc-light", scale=4), "plugin"))
     onnx.save(model, str(path))
     return path
 

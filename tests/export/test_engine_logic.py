@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from export import plugin_contract
-from export.engine_env import MissingDependencyError, TrtVersion, check_supported, require_tensorrt
+from export.engine_env import Flavour, MissingDependencyError, TrtRuntime, TrtVersion, require_runtime
 from export.engine_files import sha256_file
 from export.engine_options import EngineOptions, Precision
 from export.engine_plugin import check_plugin_layers, esc_node_names, unplugged_nodes
@@ -23,40 +23,84 @@ from export.engine_precision import NetworkTyping, is_fp16_mixed, network_typing
         ("10.8.0.43.post1", TrtVersion(10, 8, 0)),
         ("11.0.0", TrtVersion(11, 0, 0)),
         ("11.2", TrtVersion(11, 2, 0)),
+        ("1.7.1.116", TrtVersion(1, 7, 1)),
     ],
 )
 def test_trt_version_parse(text: str, version: TrtVersion) -> None:
     assert TrtVersion.parse(text) == version
-    check_supported(version, text)
 
 
-def test_trt_version_rules() -> None:
-    assert not TrtVersion(10, 15, 1).is_strongly_typed_only
-    assert TrtVersion(11, 0, 0).is_strongly_typed_only
+def test_trt_version_order_and_errors() -> None:
     assert TrtVersion(10, 8, 0) < TrtVersion(10, 13, 0) < TrtVersion(11, 0, 0)
     with pytest.raises(ValueError, match="expected a TensorRT version"):
         TrtVersion.parse("ten")
-    for text in ("8.6.1", "12.0.0"):
-        with pytest.raises(MissingDependencyError, match=r"needs 10\.x or 11\.x"):
-            check_supported(TrtVersion.parse(text), text)
 
 
-def test_network_typing() -> None:
-    assert network_typing(10) is NetworkTyping.WEAK
-    assert network_typing(11) is NetworkTyping.STRONG
+def runtime(flavour: Flavour, text: str) -> TrtRuntime:
+    return TrtRuntime(flavour, TrtVersion.parse(text), text)
 
 
-def test_require_tensorrt_when_import_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
-    with pytest.raises(MissingDependencyError, match=r"not installed .*pip install -e \.\[tensorrt\]"):
-        require_tensorrt()
+@pytest.mark.parametrize(
+    ("flavour", "text", "strong", "aot", "plugin_major", "tool"),
+    [
+        (Flavour.TENSORRT, "10.13.0.35", False, False, 10, "trtexec"),
+        (Flavour.TENSORRT, "11.4.0.106", True, False, 11, "trtexec"),
+        (Flavour.TENSORRT_RTX, "1.7.1.116", True, True, 11, "tensorrt_rtx"),
+    ],
+)
+def test_what_each_flavour_supports(
+    flavour: Flavour, text: str, strong: bool, aot: bool, plugin_major: int, tool: str
+) -> None:
+    rt = runtime(flavour, text)
+    assert rt.strongly_typed_only is strong
+    assert network_typing(rt) is (NetworkTyping.STRONG if strong else NetworkTyping.WEAK)
+    assert rt.builds_ahead_of_time is aot and bool(rt.target_compute_capabilities) is aot
+    assert rt.plugin_abi_major == plugin_major and rt.trtexec == tool
+    assert rt.has_plugin_override_flag is (text != "10.13.0.35")  # from 10.15 on
 
 
-def test_require_tensorrt_with_only_stubs(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("module", "choice"), [("tensorrt", "tensorrt"), ("tensorrt_rtx_bindings", "tensorrt-rtx")])
+def test_require_runtime_when_import_fails(monkeypatch: pytest.MonkeyPatch, module: str, choice: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # `import <module>` raises ImportError
+    with pytest.raises(MissingDependencyError, match=rf"not installed .*pip install -e \.\[{choice}\]"):
+        require_runtime(choice)  # type: ignore[arg-type]
+
+
+def test_require_runtime_with_only_stubs(monkeypatch: pytest.MonkeyPatch) -> None:
     """What tensorrt-stubs alone gives: `import tensorrt` succeeds, with nothing inside."""
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
     with pytest.raises(MissingDependencyError, match="found only type stubs or an empty package"):
-        require_tensorrt()
+        require_runtime("tensorrt")
+
+
+def test_require_runtime_refuses_unsupported_majors(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "8.6.1"  # type: ignore[attr-defined]
+    fake.Builder = object  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    with pytest.raises(
+        MissingDependencyError, match=r"TensorRT 8\.6\.1 is not supported \(this project needs 10\.x or 11\.x\)"
+    ):
+        require_runtime("tensorrt")
+
+
+def test_auto_names_why_neither_runtime_is_usable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx_bindings", None)
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"no TensorRT runtime is usable: TensorRT is not installed.*; TensorRT for RTX is not",
+    ):
+        require_runtime("auto")
+
+
+@pytest.mark.tensorrt_rtx
+def test_auto_takes_rtx_where_tensorrt_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tensorrt_rtx_bindings
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    rt = require_runtime("auto")
+    assert rt.flavour is Flavour.TENSORRT_RTX and rt.version_text == tensorrt_rtx_bindings.__version__
 
 
 def test_fp16_detection(tiny_fp32_onnx: Path, tiny_fp16_onnx: Path) -> None:
@@ -66,10 +110,11 @@ def test_fp16_detection(tiny_fp32_onnx: Path, tiny_fp16_onnx: Path) -> None:
 
 def test_planned_onnx(tiny_fp32_onnx: Path, tiny_fp16_onnx: Path) -> None:
     fp16 = EngineOptions(onnx=tiny_fp32_onnx, precision=Precision.FP16)
-    assert planned_onnx(fp16, 10) == tiny_fp32_onnx
-    assert planned_onnx(fp16, 11) == tiny_fp32_onnx.with_name("tiny.fp16.onnx")
-    assert planned_onnx(EngineOptions(onnx=tiny_fp16_onnx, precision=Precision.FP16), 11) == tiny_fp16_onnx
-    assert planned_onnx(EngineOptions(onnx=tiny_fp32_onnx), 11) == tiny_fp32_onnx
+    weak, strong = NetworkTyping.WEAK, NetworkTyping.STRONG
+    assert planned_onnx(fp16, weak) == tiny_fp32_onnx
+    assert planned_onnx(fp16, strong) == tiny_fp32_onnx.with_name("tiny.fp16.onnx")
+    assert planned_onnx(EngineOptions(onnx=tiny_fp16_onnx, precision=Precision.FP16), strong) == tiny_fp16_onnx
+    assert planned_onnx(EngineOptions(onnx=tiny_fp32_onnx), strong) == tiny_fp32_onnx
 
 
 def test_esc_node_names(tiny_plugin_onnx: Path, tiny_fp32_onnx: Path) -> None:

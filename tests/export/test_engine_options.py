@@ -1,4 +1,6 @@
-"""EngineOptions: frozen, one kind per field, the cache key, the default file name, the sidecar."""
+"""EngineOptions: frozen, one kind per field, the cache key, the default file name.
+
+The sidecar is tested on sidecars the real build writes (tests/export/test_engine_rtx.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from export import plugin_contract
 from export.defaults import ENGINES_DIR
 from export.engine_env import GpuInfo
 from export.engine_options import (
-    DEFAULT_PROFILE,
     EngineOptions,
     Precision,
     cache_key,
@@ -24,17 +24,10 @@ from export.engine_options import (
     sidecar_path,
     slug,
 )
-from export.engine_runner import plugin_for
-from export.engine_sidecar import (
-    build_sidecar,
-    compatibility_problems,
-    read_sidecar,
-    write_sidecar,
-)
 from export.shape_profile import ShapeProfile
 
 GPU = GpuInfo(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9))
-TRT = "10.13.0.35"
+TRT = "trt10.13.0.35"
 
 
 def sha(path: Path) -> str:
@@ -51,7 +44,8 @@ def test_options_are_frozen_and_hashable() -> None:
 
 def test_every_field_has_a_kind() -> None:
     kinds = {f.name: f.metadata.get("kind") for f in dataclasses.fields(EngineOptions)}
-    assert set(kinds.values()) == {"setting", "identity", "location"}
+    assert set(kinds.values()) == {"setting", "identity", "location", "choice"}
+    assert kinds["runtime"] == kinds["compute_capabilities"] == "choice"
     assert kinds["onnx"] == kinds["plugin"] == "identity"
     assert kinds["output"] == kinds["timing_cache"] == "location"
 
@@ -135,87 +129,8 @@ def test_derived_paths() -> None:
     assert fp16_onnx_path(Path("e/m.onnx")) == Path("e/m.fp16.onnx")
 
 
-def _sidecar(options: EngineOptions, engine: Path) -> dict:
-    identities = identity_hashes(options)
-    return build_sidecar(
-        options,
-        engine=engine,
-        tensorrt_version=TRT,
-        gpu=GPU,
-        network_typing="weak",
-        identities=identities,
-        key=cache_key(options.settings(), identities, TRT, GPU.name),
-        built_onnx=options.onnx,
-        built_onnx_sha256=sha(options.onnx),
-        plugin_layers=["attn0"],
-    )
-
-
-def test_sidecar_written_and_read_back(tmp_path: Path, tiny_plugin_onnx: Path, stand_in_plugin: Path) -> None:
-    options = EngineOptions(
-        onnx=tiny_plugin_onnx,
-        plugin=stand_in_plugin,
-        precision=Precision.FP16,
-        profile=DEFAULT_PROFILE,
-        workspace_gb=2.0,
-    )
-    engine = tmp_path / "out" / "tiny.engine"
-    path = write_sidecar(engine, _sidecar(options, engine))
-    assert path == tmp_path / "out" / "tiny.engine.json"
-    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.engine.json"]  # no temporary left behind
-    content = read_sidecar(engine)
-    assert content["tensorrt_version"] == TRT
-    assert content["gpu"] == {"name": GPU.name, "compute_capability": "8.9"}
-    assert content["precision"] == "fp16"
-    assert content["profile"] == {"min": "1x3x64x64", "opt": "1x3x360x640", "max": "1x3x1080x1920"}
-    assert content["workspace_gb"] == 2.0
-    assert content["onnx"] == {"path": str(tiny_plugin_onnx.resolve()), "sha256": sha(tiny_plugin_onnx)}
-    assert content["plugin"]["sha256"] == sha(stand_in_plugin)
-    assert content["plugin"]["op_type"] == plugin_contract.OP_TYPE
-    assert content["plugin"]["version"] == plugin_contract.PLUGIN_VERSION
-    assert content["plugin_layers"] == ["attn0"]
-    assert content["engine"] == "tiny.engine"
-    assert len(content["cache_key"]) == 64
-
-
-def test_sidecar_without_plugin(tmp_path: Path, tiny_fp32_onnx: Path) -> None:
-    options = EngineOptions(onnx=tiny_fp32_onnx, plugin=None)
-    assert _sidecar(options, tmp_path / "x.engine")["plugin"] is None
-
-
-def test_read_sidecar_errors(tmp_path: Path) -> None:
-    engine = tmp_path / "x.engine"
-    with pytest.raises(ValueError, match="no sidecar"):
-        read_sidecar(engine)
-    sidecar_path(engine).write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        read_sidecar(engine)
-    sidecar_path(engine).write_text('{"format": 99}')
-    with pytest.raises(ValueError, match="expected format 1, found 99"):
-        read_sidecar(engine)
-
-
-def test_compatibility(tmp_path: Path, tiny_plugin_onnx: Path, stand_in_plugin: Path) -> None:
-    content = _sidecar(EngineOptions(onnx=tiny_plugin_onnx, plugin=stand_in_plugin), tmp_path / "x.engine")
-    good = sha(stand_in_plugin)
-    assert compatibility_problems(content, tensorrt_version=TRT, plugin_sha256=good) == []
-    [problem] = compatibility_problems(content, tensorrt_version="10.14.0.1", plugin_sha256=good)
-    assert "built with TensorRT 10.13.0.35, TensorRT 10.14.0.1 is loaded" in problem
-    [problem] = compatibility_problems(content, tensorrt_version=TRT, plugin_sha256="f" * 64)
-    assert f"built with plugin sha256 {good[:12]}, the loaded library has ffffffffffff" in problem
-    [problem] = compatibility_problems(content, tensorrt_version=TRT, plugin_sha256=None)
-    assert "no plugin library is loaded" in problem
-    content["plugin"]["version"] = "0"
-    [problem] = compatibility_problems(content, tensorrt_version=TRT, plugin_sha256=good)
-    assert "built for plugin version 0" in problem
-
-
-def test_compatibility_without_plugin(tmp_path: Path, tiny_fp32_onnx: Path) -> None:
-    content = _sidecar(EngineOptions(onnx=tiny_fp32_onnx, plugin=None), tmp_path / "x.engine")
-    assert compatibility_problems(content, tensorrt_version=TRT, plugin_sha256=None) == []
-
-
-def test_runner_takes_plugin_from_sidecar(tmp_path: Path) -> None:
-    assert plugin_for({"plugin": {"path": "/x/lib.so"}}, None) == Path("/x/lib.so")
-    assert plugin_for({"plugin": {"path": "/x/lib.so"}}, tmp_path / "y.so") == tmp_path / "y.so"
-    assert plugin_for({"plugin": None}, None) is None
+def test_runtime_and_targets_are_checked() -> None:
+    with pytest.raises(ValueError, match="runtime: expected one of"):
+        EngineOptions(runtime="tensorrt-lean")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="compute capability: expected at least one"):
+        EngineOptions(compute_capabilities=())

@@ -4,8 +4,10 @@
 //   esc_trt_runner --engine engines/esc-light_x4.plan --plugin build/plugin/libesc_trt_plugin.so
 //                  --input in.png --output out.png [--tile N] [--overlap 32] [--align 32] [--iters 20]
 //
-// TensorRT 10 API: IRuntime::deserializeCudaEngine, IExecutionContext::setInputShape /
-// setTensorAddress / enqueueV3. Engine I/O: "input" [B, 3, H, W] and "output" [B, 3, sH, sW], float32.
+// TensorRT 10/11 API (and TensorRT for RTX, which shares 11's): IRuntime::deserializeCudaEngine,
+// IExecutionContext::setInputShape / setTensorAddress / enqueueV3. Engine I/O: "input" [B, 3, H, W] and
+// "output" [B, 3, sH, sW], float32. Every failure is one line on stderr and exit status 2; what can be
+// checked without a GPU (arguments, files, the plugin's header major) is checked before the GPU is touched.
 #include <NvInfer.h>
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
@@ -13,9 +15,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -36,16 +40,30 @@ constexpr char const* kOutput = "output";
             throw std::runtime_error(std::string(#call) + ": " + cudaGetErrorString(status_));          \
     } while (0)
 
+// Errors are kept for the one line that reports a failure; warnings are printed only with --verbose.
 class Logger : public nvinfer1::ILogger {
 public:
     void log(Severity severity, char const* msg) noexcept override {
-        if (severity <= Severity::kWARNING) std::fprintf(stderr, "[TensorRT] %s\n", msg);
+        if (severity <= Severity::kERROR) lastError = msg;
+        else if (verbose && severity <= Severity::kWARNING) std::fprintf(stderr, "[TensorRT] %s\n", msg);
     }
+    std::string lastError;
+    bool verbose = false;
 };
+
+constexpr char const* kUsage =
+    "usage: esc_trt_runner --engine ENGINE --input IMAGE --output IMAGE [--plugin LIB]... [--tile N]\n"
+    "                      [--overlap N] [--align N] [--warmup N] [--iters N] [--verbose]\n"
+    "Upscale a PNG/PPM with an ESC TensorRT engine (tiled beyond its profile) and print the latency.\n";
+
+// The plugin-interface major of this build's headers (TensorRT for RTX 1.x headers speak 11's interfaces).
+constexpr int kHeaderMajor = NV_TENSORRT_MAJOR == 1 ? 11 : NV_TENSORRT_MAJOR;
 
 struct Options {
     std::string engine, input, output;
     std::vector<std::string> plugins;
+    bool help = false;
+    bool verbose = false;
     int tile = 0;  // 0: the profile's maximum
     int overlap = 32;
     int align = 32;
@@ -57,6 +75,14 @@ Options parseArgs(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
+        if (arg == "--help" || arg == "-h") {
+            o.help = true;
+            return o;
+        }
+        if (arg == "--verbose") {
+            o.verbose = true;
+            continue;
+        }
         if (i + 1 >= argc) throw std::invalid_argument("missing value after " + arg);
         const std::string value = argv[++i];
         if (arg == "--engine") o.engine = value;
@@ -76,8 +102,32 @@ Options parseArgs(int argc, char** argv) {
     return o;
 }
 
-// dlopen each plugin library before deserialization. RTLD_GLOBAL keeps its creators' symbols visible;
-// a library that exports getCreators (IPluginV3) or getPluginCreators is also handed to the registry.
+// The header major an engines/plugin library was built with, read from its file (escPluginBuildInfo)
+// without loading it; -1 for another plugin library, which is loaded as it is.
+int pluginHeaderMajor(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot open plugin " + path);
+    std::string const bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (bytes.compare(0, 4, "\x7f" "ELF") != 0) throw std::runtime_error("plugin " + path + " is not a shared library");
+    std::string const marker = "esc-trt-plugin tensorrt-headers-major=";
+    size_t const at = bytes.find(marker);
+    if (at == std::string::npos) return -1;
+    return std::atoi(bytes.c_str() + at + marker.size());
+}
+
+void checkPlugins(const std::vector<std::string>& paths) {
+    for (const std::string& path : paths) {
+        int const major = pluginHeaderMajor(path);
+        if (major >= 0 && major != kHeaderMajor)
+            throw std::runtime_error("plugin " + path + " was built with TensorRT " + std::to_string(major) +
+                                     ".x headers; this runner uses TensorRT " + std::to_string(kHeaderMajor) +
+                                     ".x: rebuild the plugin with the runner's headers");
+    }
+}
+
+// dlopen each plugin library before deserialization (its static registration finds the runtime); a library
+// that exports getCreators (IPluginV3) or getPluginCreators is also handed to the registry, which the ESC
+// plugin tolerates without registering twice (engines/plugin/escPluginRuntime.h).
 std::vector<void*> loadPlugins(const std::vector<std::string>& paths, nvinfer1::IRuntime& runtime) {
     std::vector<void*> handles;
     for (const std::string& path : paths) {
@@ -96,6 +146,7 @@ std::vector<char> readFile(const std::string& path) {
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) throw std::runtime_error("cannot open engine " + path);
     std::vector<char> bytes(static_cast<size_t>(in.tellg()));
+    if (bytes.empty()) throw std::runtime_error("engine " + path + " is empty");
     in.seekg(0);
     in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     return bytes;
@@ -178,16 +229,31 @@ int engineScale(nvinfer1::ICudaEngine& engine) {
     return static_cast<int>(out.d[2] / minIn.d[2]);
 }
 
+// TensorRT would log its CUDA initialisation failure and hand back a runtime that crashes on first use.
+void requireGpu() {
+    int count = 0;
+    cudaError_t const status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess || count == 0)
+        throw std::runtime_error(std::string("no CUDA GPU is usable: ") +
+                                 (status != cudaSuccess ? cudaGetErrorString(status) : "no device found") +
+                                 " (TensorRT engines run on an NVIDIA GPU)");
+}
+
 int run(Options const& o) {
-    Logger logger;
-    std::unique_ptr<nvinfer1::IRuntime> runtime(nvinfer1::createInferRuntime(logger));
-    if (!runtime) throw std::runtime_error("createInferRuntime failed");
-    std::vector<void*> plugins = loadPlugins(o.plugins, *runtime);
     std::vector<char> const blob = readFile(o.engine);
-    std::unique_ptr<nvinfer1::ICudaEngine> engine(runtime->deserializeCudaEngine(blob.data(), blob.size()));
-    if (!engine) throw std::runtime_error("cannot deserialize " + o.engine + " (TensorRT version, GPU or plugin mismatch?)");
-    int const scale = engineScale(*engine);
     esc::Image const image = esc::readImage(o.input);
+    checkPlugins(o.plugins);
+    requireGpu();
+    Logger logger;
+    logger.verbose = o.verbose;
+    std::unique_ptr<nvinfer1::IRuntime> runtime(nvinfer1::createInferRuntime(logger));
+    if (!runtime) throw std::runtime_error("createInferRuntime failed: " + logger.lastError);
+    std::vector<void*> plugins = loadPlugins(o.plugins, *runtime);
+    std::unique_ptr<nvinfer1::ICudaEngine> engine(runtime->deserializeCudaEngine(blob.data(), blob.size()));
+    if (!engine)
+        throw std::runtime_error("cannot deserialize " + o.engine + ": " + logger.lastError +
+                                 " (not an engine, or built by another TensorRT, for another GPU or plugin)");
+    int const scale = engineScale(*engine);
     esc::Image result;
     std::vector<double> ms;
     {
@@ -225,7 +291,12 @@ int run(Options const& o) {
 
 int main(int argc, char** argv) {
     try {
-        return run(parseArgs(argc, argv));
+        Options const options = parseArgs(argc, argv);
+        if (options.help) {
+            std::fputs(kUsage, stdout);
+            return 0;
+        }
+        return run(options);
     } catch (std::exception const& e) {
         std::fprintf(stderr, "esc_trt_runner: error: %s\n", e.what());
         return 2;
