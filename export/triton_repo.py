@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from esc.config import ESCConfig
+from export.engine_options import INPUT_NAME, OUTPUT_NAME  # the exporter's names, the engine's defaults
 from export.shape_profile import CHANNELS
 
 if TYPE_CHECKING:
@@ -48,8 +49,9 @@ DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
 CONTAINER_REPO = "/models"
 CONTAINER_PLUGINS = "/plugins"
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
-# The ONNX Runtime variants' own limits: a tile of 256x256 takes about 0.2 s of 16 cores for ESC-light.
-DEFAULT_ORT_MAX_BATCH = 4
+# The ONNX Runtime variants' own limits. Memory bounds them: ONNX Runtime on the CPU peaks at about
+# 3.6 GiB per 256x256 ESC-light image (a batch of 4 such tiles was OOM-killed at 22 GiB).
+DEFAULT_ORT_MAX_BATCH = 2
 DEFAULT_ORT_MAX_INPUT = (256, 256)
 # Parameter keys in config.pbtxt, read back by validation/triton_io.py and export/triton_python_model.py.
 PARAM_MAX_HW = "esc_max_input_hw"
@@ -77,8 +79,8 @@ class RepoSpec:
     ort_max_input: tuple[int, int] = DEFAULT_ORT_MAX_INPUT
     instances: int = 1
     queue_delay_us: int = 100
-    input_name: str = "input"
-    output_name: str = "output"
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
     triton_image: str = DEFAULT_TRITON_IMAGE
     _variants: tuple[Variant, ...] = field(init=False, repr=False, compare=False)
 
@@ -212,7 +214,7 @@ def spec_from_files(
         options.setdefault("input_name", sidecar.input_name)
         options.setdefault("output_name", sidecar.output_name)
     if onnx is not None:
-        check_onnx(onnx, options.get("input_name", "input"), options.get("output_name", "output"))
+        check_onnx(onnx, options.get("input_name", INPUT_NAME), options.get("output_name", OUTPUT_NAME))
     default_name = (engine or onnx).stem  # type: ignore[union-attr]
     return RepoSpec(
         name=name or default_name,

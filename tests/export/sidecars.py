@@ -1,47 +1,61 @@
-"""Engine sidecars for the Triton repository tests, made by the engine build's own code."""
+"""Real engines and sidecars for the Triton repository tests, from the engine build itself.
+
+TensorRT for RTX builds ahead of time without a GPU (here for compute capability 8.9), so every machine
+with the dev extra builds a real engine of a small stand-in network in well under a second, and the
+sidecar is the one the build writes (`EngineSidecar`), never a hand-made dict. Where TensorRT for RTX is
+missing the test skips (fails under CI, which installs it: tests/conftest.py's `skip_or_fail`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+RTX_TARGET = "8.9"
 
-def write_engine_with_sidecar(
+
+def build_engine_for(
     onnx: Path, folder: Path, *, profile: str = "1x3x32x32 2x3x64x64 4x3x96x96", name: str = "esc-light_x4.plan"
 ) -> Path:
-    """An engine file with the sidecar an engine build of `onnx` writes: the build's own input check
-    (which reads the model's facts from the ONNX metadata), its record type and its writer. The engine's
-    bytes are a stand-in: PyTriton's server has no TensorRT backend to deserialize them, and this
-    machine has no TensorRT to build them."""
-    from export.engine_build import check_inputs
-    from export.engine_env import Flavour, GpuInfo
-    from export.engine_files import sha256_file
-    from export.engine_options import EngineOptions, Precision
-    from export.engine_sidecar import BuildTarget, EngineSidecar, FileRecord
+    """`python export/build_engine.py --runtime tensorrt-rtx` of `onnx` into `folder/name` (+ sidecar)."""
+    from export.engine_build import build_engine
+    from export.engine_env import installed_runtime
+    from export.engine_options import EngineOptions
     from export.shape_profile import ShapeProfile
+    from tests.conftest import skip_or_fail
 
-    shapes = ShapeProfile.parse(*profile.split())  # "min opt max"
-    options = EngineOptions(onnx=onnx, plugin=None, precision=Precision.FP16, profile=shapes)
-    engine = folder / name
-    sha = sha256_file(onnx)
-    sidecar = EngineSidecar(
-        engine=engine.name,
-        cache_key="0" * 64,
-        runtime=Flavour.TENSORRT,
-        runtime_version="10.13.3",
-        target=BuildTarget(gpu=GpuInfo(name="NVIDIA H100", compute_capability=(9, 0)), compute_capabilities=()),
-        network_typing="weak",
-        precision=options.precision,
-        profile=options.profile,
-        input_name=options.input_name,
-        output_name=options.output_name,
-        workspace_gb=options.workspace_gb,
-        model=check_inputs(options),
-        onnx=FileRecord(str(onnx.resolve()), sha),
-        built_onnx=FileRecord(str(onnx.resolve()), sha),
+    if not installed_runtime("tensorrt-rtx"):
+        skip_or_fail("needs TensorRT for RTX to build a real engine: pip install -e .[tensorrt-rtx]", "tensorrt_rtx")
+    options = EngineOptions(
+        onnx=onnx,
         plugin=None,
-        plugin_layers=(),
-        built_at="2026-01-01T00:00:00Z",
+        runtime="tensorrt-rtx",
+        compute_capabilities=(RTX_TARGET,),
+        profile=ShapeProfile.parse(*profile.split()),  # "min opt max"
+        output=folder / name,
     )
-    sidecar.write(engine)
-    engine.write_bytes(b"serialized engine stand-in")
-    return engine
+    return build_engine(options, progress=False).engine
+
+
+def write_stand_in_onnx(path: Path, *, metadata: bool = True, scale: int = 4) -> Path:
+    """The exporter's interface (input [B, 3, H, W] -> output, esc.config metadata), nearest-neighbour inside."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    dims: list[str | int] = ["batch", 3, "height", "width"]
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, scale, scale])
+    node = helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")
+    graph = helper.make_graph(
+        [node],
+        "nearest",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
+        initializer=[scales],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if metadata:
+        from esc.config import preset_config
+        from export.onnx_metadata import model_props
+
+        helper.set_model_props(model, model_props(preset_config("esc-light", scale=scale), "plugin"))
+    onnx.save(model, str(path))
+    return path

@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 
-from esc.config import preset_config
 from export import triton_repo
-from export.onnx_metadata import model_props
+from export.engine_sidecar import EngineSidecar
 from export.triton_repo import make_repository, model_config, spec_from_files
-from tests.export.sidecars import write_engine_with_sidecar
+from tests.export.sidecars import build_engine_for, write_stand_in_onnx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "export" / "make_triton_repo.py"
-ESC_LIGHT_X4 = preset_config("esc-light", scale=4)  # window 32: minimum side 17
 
 
 def parse_config(text: str) -> Any:
@@ -35,29 +33,6 @@ def params_of(config: Any) -> dict[str, str]:
     return {k: v.string_value for k, v in config.parameters.items()}
 
 
-def write_stand_in_onnx(path: Path, *, metadata: bool = True, scale: int = 4) -> Path:
-    """The exporter's interface (input [B, 3, H, W] -> output, esc.config metadata), nearest-neighbour inside."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    dims: list[str | int] = ["batch", 3, "height", "width"]
-    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, scale, scale])
-    node = helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")
-    graph = helper.make_graph(
-        [node],
-        "nearest",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
-        initializer=[scales],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    if metadata:
-        config = preset_config("esc-light", scale=scale)
-        helper.set_model_props(model, model_props(config, "plugin"))
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.fixture
 def onnx_model(tmp_path: Path) -> Path:
     return write_stand_in_onnx(tmp_path / "esc-light_x4.onnx")
@@ -65,7 +40,7 @@ def onnx_model(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def engine(tmp_path: Path, onnx_model: Path) -> Path:
-    return write_engine_with_sidecar(onnx_model, tmp_path)
+    return build_engine_for(onnx_model, tmp_path)
 
 
 @pytest.fixture
@@ -91,6 +66,7 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
         "launch_triton.sh",
     ]
 
+    sidecar = EngineSidecar.read(engine)
     plan = parse_config((repo / "esc-light_x4" / "config.pbtxt").read_text())
     assert plan.name == "esc-light_x4" and plan.platform == "tensorrt_plan"
     assert plan.max_batch_size == 4
@@ -105,10 +81,10 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
         "esc_scale": "4",  # from the sidecar, which has it from the ONNX metadata: nobody passed it
         "esc_window_size": "32",
         "esc_family": "esc",
-        "engine_runtime": "tensorrt",
-        "engine_runtime_version": "10.13.3",
-        "engine_target": "NVIDIA H100 (sm 9.0)",
-        "engine_precision": "fp16",
+        "engine_runtime": "tensorrt-rtx",
+        "engine_runtime_version": sidecar.runtime_version,
+        "engine_target": "compute capabilities 8.9",
+        "engine_precision": "fp32",
     }
 
     ort_params = {
@@ -121,7 +97,7 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
     cpu = parse_config((repo / "esc-light_x4_onnx" / "config.pbtxt").read_text())
     assert cpu.platform == "onnxruntime_onnx" and cpu.name == "esc-light_x4_onnx"
     assert cpu.instance_group[0].kind == 2  # KIND_CPU
-    assert list(cpu.input[0].dims) == [3, -1, -1] and cpu.max_batch_size == 4
+    assert list(cpu.input[0].dims) == [3, -1, -1] and cpu.max_batch_size == 2  # its own default
     assert params_of(cpu) == ort_params
 
     python = parse_config((repo / "esc-light_x4_python" / "config.pbtxt").read_text())
@@ -129,7 +105,7 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
     assert python.instance_group[0].kind == 0  # KIND_AUTO: GPU where there is one
     assert [(t.name, list(t.dims)) for t in python.input] == [("input", [3, -1, -1])]
     assert [(t.name, list(t.dims)) for t in python.output] == [("output", [3, -1, -1])]
-    assert python.max_batch_size == 4 and python.HasField("dynamic_batching")
+    assert python.max_batch_size == 2 and python.HasField("dynamic_batching")
     assert params_of(python) == ort_params
 
 
@@ -167,7 +143,8 @@ def test_launch_commands(tmp_path: Path, engine: Path, plugin: Path) -> None:
     assert "--backend-config=tensorrt,plugins=/plugins/libesc_trt_plugin.so" in result.docker
     assert f"{plugin.resolve().parent}:/plugins:ro" in result.docker
     script = (result.repo / "launch_triton.sh").read_text()
-    assert script.startswith("#!/bin/sh\n") and "tensorrt 10.13.3 for NVIDIA H100" in script
+    runtime = EngineSidecar.read(engine).runtime_version
+    assert script.startswith("#!/bin/sh\n") and f"tensorrt-rtx {runtime} for compute capabilities 8.9" in script
     assert f"--backend-config=tensorrt,plugins={plugin.resolve()}" in script
     assert (result.repo / "launch_triton.sh").stat().st_mode & 0o111
 
@@ -182,7 +159,7 @@ def test_launch_commands(tmp_path: Path, engine: Path, plugin: Path) -> None:
     ],
 )
 def test_batch_layout(tmp_path: Path, onnx_model: Path, profile: str, max_batch: int | None, expected: tuple) -> None:
-    spec = spec_from_files(engine=write_engine_with_sidecar(onnx_model, tmp_path, profile=profile), max_batch=max_batch)
+    spec = spec_from_files(engine=build_engine_for(onnx_model, tmp_path, profile=profile), max_batch=max_batch)
     assert spec.batch_layout("plan") == expected
     config = parse_config(model_config(spec, "plan"))
     assert config.max_batch_size == expected[0] and list(config.input[0].dims) == expected[1]
@@ -197,7 +174,7 @@ def test_batch_layout(tmp_path: Path, onnx_model: Path, profile: str, max_batch:
     ],
 )
 def test_bad_batch(tmp_path: Path, onnx_model: Path, profile: str, max_batch: int, message: str) -> None:
-    engine = write_engine_with_sidecar(onnx_model, tmp_path, profile=profile)
+    engine = build_engine_for(onnx_model, tmp_path, profile=profile)
     with pytest.raises(ValueError, match=message):
         spec_from_files(engine=engine, max_batch=max_batch)
 

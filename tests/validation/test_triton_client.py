@@ -17,8 +17,7 @@ import pytest
 from PIL import Image
 
 from export.triton_repo import model_config, spec_from_files
-from tests.export.sidecars import write_engine_with_sidecar
-from tests.export.test_triton_repo import write_stand_in_onnx
+from tests.export.sidecars import build_engine_for, write_stand_in_onnx
 from validation import triton_client
 from validation.triton_io import (
     ModelInfo,
@@ -90,7 +89,7 @@ def test_model_info_from_generated_config(tmp_path: Path) -> None:
     from tritonclient.grpc import model_config_pb2
 
     onnx = write_stand_in_onnx(tmp_path / "esc.onnx")
-    engine = write_engine_with_sidecar(onnx, tmp_path, profile="1x3x32x32 1x3x64x64 2x3x96x128")
+    engine = build_engine_for(onnx, tmp_path, profile="1x3x32x32 1x3x64x64 2x3x96x128")
     spec = spec_from_files(engine=engine, onnx=onnx, ort_max_input=(48, 64))
     infos = {}
     for variant in spec.selected:
@@ -101,7 +100,7 @@ def test_model_info_from_generated_config(tmp_path: Path) -> None:
                                       max_batch_size=2, max_hw=(96, 128), min_hw=(32, 32), scale=4,
                                       window_size=32)  # fmt: skip
     assert infos["python"] == ModelInfo(name="esc-light_x4_python", input_name="input", output_name="output",
-                                        max_batch_size=4, max_hw=(48, 64), min_hw=(17, 17), scale=4,
+                                        max_batch_size=2, max_hw=(48, 64), min_hw=(17, 17), scale=4,
                                         window_size=32)  # fmt: skip
     with pytest.raises(ValueError, match="one input and one output"):
         parse_model_info({"name": "x", "input": []})
