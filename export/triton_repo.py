@@ -32,7 +32,7 @@ import re
 import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -82,7 +82,6 @@ class RepoSpec:
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
     triton_image: str = DEFAULT_TRITON_IMAGE
-    _variants: tuple[Variant, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -101,8 +100,8 @@ class RepoSpec:
             raise ValueError(
                 f"ONNX Runtime max input {format_hw(self.ort_max_input)} is below the model's minimum side {side}"
             )
-        available = [v for v in VARIANTS if (v == "plan" and self.engine) or (v != "plan" and self.onnx)]
-        wanted = self.variants or tuple(available)
+        available = self._available()
+        wanted = self.selected
         for variant in wanted:
             if variant not in VARIANTS:
                 raise ValueError(f"unknown variant {variant!r}; expected some of {list(VARIANTS)}")
@@ -111,13 +110,16 @@ class RepoSpec:
                 raise ValueError(f"variant {variant!r} needs {needs}")
         if not wanted:
             raise ValueError("nothing to serve: pass --onnx, --engine, or both")
-        object.__setattr__(self, "_variants", tuple(wanted))
         if "plan" in wanted:
             self.batch_layout("plan")  # validates max_batch against the profile
 
+    def _available(self) -> tuple[Variant, ...]:
+        return tuple(v for v in VARIANTS if (v == "plan" and self.engine) or (v != "plan" and self.onnx))
+
     @property
     def selected(self) -> tuple[Variant, ...]:
-        return self._variants
+        """The variants written: ``variants``, else every one the given files allow."""
+        return self.variants or self._available()
 
     def model_name(self, variant: Variant) -> str:
         return self.name + _SUFFIX[variant]

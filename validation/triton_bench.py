@@ -169,7 +169,7 @@ def run_benchmark(options: BenchOptions, log: Callable[[str], None] = print) -> 
         repo = make_repository(spec, Path(tmp) / "repo").repo
         with LocalTriton(repo, models=[model], startup_timeout_s=300) as server:
             url = server.http_url if options.protocol == "http" else server.grpc_url
-            upscaler = connect(url, model, options.protocol)  # type: ignore[arg-type]
+            upscaler = connect(url, model, options.protocol, timeout_s=3600)  # type: ignore[arg-type]
             metadata = upscaler.client.get_server_metadata()
             version = metadata["version"] if isinstance(metadata, dict) else metadata.version
             report = BenchReport(options=options, machine=machine_info(), server_version=str(version), model=model)

@@ -20,6 +20,7 @@ from typing import Any
 
 from export.cli import ArgumentParser
 from validation.triton_io import (
+    DEFAULT_TIMEOUT_S,
     TilePlan,
     TritonError,
     connect,
@@ -39,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in input pixels (default 32)")
     parser.add_argument("--align", type=int, help="tile start alignment (default: the model's window size)")
     parser.add_argument("--concurrency", type=int, default=4, help="tile requests in flight (default 4)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help=f"seconds per request, queueing included ({DEFAULT_TIMEOUT_S:.0f})")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar over the tiles")
     parser.add_argument("input", type=Path, help="input image (PNG, 8-bit RGB)")
     parser.add_argument("output", type=Path, help="output PNG")
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         image = read_image(args.input)
-        upscaler = connect(args.url, args.model, args.protocol)
+        upscaler = connect(args.url, args.model, args.protocol, timeout_s=args.timeout)
         info = upscaler.info
         plan = plan_tiles(
             info,

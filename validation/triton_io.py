@@ -21,6 +21,7 @@ from esc.tiling import upscale_tiled
 from export.triton_repo import PARAM_MAX_HW, PARAM_MIN_HW, PARAM_SCALE, PARAM_WINDOW
 
 Protocol = Literal["http", "grpc"]
+DEFAULT_TIMEOUT_S = 600.0
 Upscale = Callable[[np.ndarray], np.ndarray]
 
 
@@ -206,15 +207,16 @@ class TritonUpscaler:
 
     Thread-safe: each thread gets its own client connection (tritonclient's HTTP client is not)."""
 
-    def __init__(self, url: str, module: Any, info: ModelInfo, protocol: Protocol) -> None:
+    def __init__(self, url: str, module: Any, info: ModelInfo, protocol: Protocol, timeout_s: float) -> None:
         self.url, self.module, self.info, self.protocol = url, module, info, protocol
+        self.timeout_s = timeout_s
         self._local = threading.local()
 
     @property
     def client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = self.module.InferenceServerClient(url=self.url)
+            client = self._local.client = _client(self.module, self.url, self.protocol, self.timeout_s)
         return client
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -236,7 +238,8 @@ class TritonUpscaler:
             inp = self.module.InferInput(self.info.input_name, list(array.shape), dtype)
             inp.set_data_from_numpy(array)
             out = self.module.InferRequestedOutput(self.info.output_name)
-            result = self.client.infer(self.info.name, inputs=[inp], outputs=[out])
+            timeout = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+            result = self.client.infer(self.info.name, inputs=[inp], outputs=[out], **timeout)
             data = result.as_numpy(self.info.output_name)
             if data is None:
                 raise ValueError(f"no output {self.info.output_name!r} in the response")
@@ -261,8 +264,15 @@ class TritonUpscaler:
             self._local.client = None
 
 
-def connect(url: str, model: str, protocol: Protocol) -> TritonUpscaler:
-    """A client for ``model`` on the server at ``url`` (``HOST:PORT``), checked to be ready."""
+def _client(module: Any, url: str, protocol: Protocol, timeout_s: float) -> Any:
+    if protocol == "http":  # the HTTP client's own default gives up on a request after 60 s
+        return module.InferenceServerClient(url=url, connection_timeout=timeout_s, network_timeout=timeout_s)
+    return module.InferenceServerClient(url=url)  # gRPC: per call (client_timeout)
+
+
+def connect(url: str, model: str, protocol: Protocol, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> TritonUpscaler:
+    """A client for ``model`` on the server at ``url`` (``HOST:PORT``), checked to be ready; each
+    request may take up to ``timeout_s`` (queueing included: CPU inference of large tiles is slow)."""
     if protocol == "http":
         import tritonclient.http as module
     elif protocol == "grpc":
@@ -270,7 +280,7 @@ def connect(url: str, model: str, protocol: Protocol) -> TritonUpscaler:
     else:
         raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
     try:
-        client = module.InferenceServerClient(url=url)
+        client = _client(module, url, protocol, timeout_s)
         if not client.is_server_live():
             raise TritonError(f"model {model!r}: Triton server at {url} is not live")
         if not client.is_model_ready(model):
@@ -284,7 +294,7 @@ def connect(url: str, model: str, protocol: Protocol) -> TritonUpscaler:
         raise
     except Exception as exc:  # connection refused, DNS, timeouts: tritonclient wraps them differently
         raise TritonError(f"model {model!r}: cannot talk to Triton at {url} ({protocol}): {_one_line(exc)}") from None
-    return TritonUpscaler(url, module, parse_model_info(config), protocol)
+    return TritonUpscaler(url, module, parse_model_info(config), protocol, timeout_s)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -104,11 +104,13 @@ def find_pytriton(candidates: Sequence[Path] | None = None) -> PytritonInstall:
     raise TritonServerError(f"no usable nvidia-pytriton {PYTRITON_VERSION} ({where}); install it: {INSTALL_HINT}")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def server_env(install: PytritonInstall) -> dict[str, str]:
@@ -200,25 +202,34 @@ class LocalTriton:
         return cmd + [f"--load-model={name}" for name in self.models]
 
     def start(self) -> LocalTriton:
+        """Start and wait until ready; free ports taken by someone else meanwhile are chosen again (3 tries)."""
         if self.process is not None:
             raise TritonServerError("server already started")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.http_port, self.grpc_port = (port or free_port() for port in self._ports)
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=server_env(self.install),
-                start_new_session=True,  # its own process group, whose id is its pid: stubs included
-            )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(3):
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            free = iter(free_ports(2))
+            self.http_port, self.grpc_port = (port or next(free) for port in self._ports)
+            with open(self.log_path, "wb") as log:
+                self.process = subprocess.Popen(
+                    self.command(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=server_env(self.install),
+                    start_new_session=True,  # its own process group, whose id is its pid: stubs included
+                )
+            try:
+                self._wait_ready()
+                return self
+            except TritonServerError as exc:
+                self.stop()
+                raced = "already in use" in str(exc).lower() and None in self._ports
+                if not raced or attempt == 2:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def _wait_ready(self) -> None:
         assert self.process is not None
@@ -334,10 +345,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, required=True, help="model repository folder")
-    parser.add_argument("--model", action="append", help="model to load (repeatable; default: the Python-backend ones)")
+    parser.add_argument("--model", action="append", help="model to load (repeatable; default: Python-backend ones)")
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default 8000)")
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on 127.0.0.1 (default 8001)")
-    parser.add_argument("--detach", action="store_true", help="once ready, print the server's pid and leave it running")
+    parser.add_argument("--detach", action="store_true", help="once ready, print the server's pid and leave it")
     args = parser.parse_args(argv)
     try:
         models = args.model or python_models(args.repository)
@@ -354,9 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     except (TritonServerError, OSError) as exc:
         print(f"triton_server: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    print(
-        f"serving {', '.join(models)}: HTTP {server.http_url}, gRPC {server.grpc_url} (pid {server.pid}); Ctrl-C stops"
-    )
+    where = f"serving {', '.join(models)}: HTTP {server.http_url}, gRPC {server.grpc_url}"
+    if args.detach:
+        print(f"{where}; stop it with: kill {server.pid}", file=sys.stderr)
+        print(server.detach())  # stdout: the pid alone, for pid=$(...)
+        return 0
+    print(f"{where} (pid {server.pid}); Ctrl-C stops it", flush=True)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` of this process stops the server too
     try:
         assert server.process is not None
         server.process.wait()
@@ -365,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

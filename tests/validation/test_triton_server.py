@@ -224,3 +224,34 @@ def test_stop_leaves_no_process_and_no_shared_memory(served: Served) -> None:
     assert not report.killed and report.stray_shm == ()
     assert not group_alive(pid) and not list(Path("/dev/shm").glob(f"{prefix}*"))
     _assert_ready(served)
+
+
+def test_server_cli_detached_as_in_the_readme(served: Served, photo: Path, tmp_path: Path) -> None:
+    """`pid=$(python validation/triton_server.py --repository R --detach)`, the client, `kill $pid`."""
+    import os
+    import signal
+    import time
+
+    from validation.triton_server import free_ports
+
+    http_port, grpc_port = free_ports(2)
+    shm_before = set(Path("/dev/shm").glob("esc_triton_*"))
+    script = REPO_ROOT / "validation" / "triton_server.py"
+    cmd = [sys.executable, str(script), "--repository", str(served.server.repository),
+           "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--detach"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.strip())
+    try:
+        assert f"kill {pid}" in proc.stderr
+        small = tmp_path / "small.png"
+        Image.open(photo).crop((0, 0, 24, 20)).save(small)
+        out = _client("--url", f"127.0.0.1:{http_port}", "--model", served.model, str(small), str(tmp_path / "o.png"))
+        assert out.returncode == 0, out.stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not group_alive(pid)
+    assert set(Path("/dev/shm").glob("esc_triton_*")) <= shm_before  # it removed its own regions
