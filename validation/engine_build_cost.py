@@ -1,4 +1,5 @@
-"""What a TensorRT for RTX engine build costs: seconds, engine MiB and the build's peak RSS, per preset.
+"""What an ESC deployment build costs: the ONNX export's seconds, and a TensorRT for RTX engine build's
+seconds, engine MiB and peak RSS, per preset.
 
     python validation/engine_build_cost.py --plugin build/plugin/libesc_trt_plugin.so [--runs 3]
         [--presets esc-light,esc] [--report docs/engine_build.md]
@@ -49,7 +50,8 @@ def measured(command: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024  # KiB on Linux
 
 
-def export_preset(preset: str, folder: Path) -> Path:
+def export_preset(preset: str, folder: Path) -> tuple[Path, float]:
+    """The preset's plugin ONNX and the seconds `python export/to_onnx.py --checkpoint` took to write it."""
     import torch
 
     import esc
@@ -58,9 +60,8 @@ def export_preset(preset: str, folder: Path) -> Path:
     torch.manual_seed(0)
     torch.save({"params_ema": esc.build_model(preset, scale=4).state_dict()}, checkpoint)
     onnx_path = folder / f"{preset}_x4.onnx"
-    subprocess.run([sys.executable, str(EXPORT), "--checkpoint", str(checkpoint), "--output", str(onnx_path)],
-                   check=True, cwd=REPO_ROOT, capture_output=True)  # fmt: skip
-    return onnx_path
+    seconds, _ = measured([sys.executable, str(EXPORT), "--checkpoint", str(checkpoint), "--output", str(onnx_path)])
+    return onnx_path, seconds
 
 
 def build_runs(onnx_path: Path, plugin: Path, runs: int, folder: Path) -> list[Run]:
@@ -74,7 +75,7 @@ def build_runs(onnx_path: Path, plugin: Path, runs: int, folder: Path) -> list[R
     return results
 
 
-def report(rows: dict[str, list[Run]], runs: int) -> str:
+def report(rows: dict[str, list[Run]], exports: dict[str, float], runs: int) -> str:
     import tensorrt_rtx_bindings
 
     from export.engine_env import RTX_DEFAULT_TARGETS
@@ -92,14 +93,17 @@ def report(rows: dict[str, list[Run]], runs: int) -> str:
         f"median of {runs} builds, each a fresh `python export/build_engine.py` process (its import time "
         f"included); peak RSS of that process. No GPU is used or needed. Load average at the end: {load}.",
         "",
-        "| model | build s (median) | min-max s | engine MiB | peak RSS MiB (median) |",
-        "|---|---:|---:|---:|---:|",
+        "The export column is one `python export/to_onnx.py --checkpoint` process per preset (fp32, plugin node).",
+        "",
+        "| model | ONNX export s | build s (median) | min-max s | engine MiB | peak RSS MiB (median) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, results in rows.items():
         seconds = [r.seconds for r in results]
+        rss = statistics.median(r.peak_rss_mib for r in results)
         lines.append(
-            f"| {name} x4 | {statistics.median(seconds):.1f} | {min(seconds):.1f}-{max(seconds):.1f} "
-            f"| {results[0].engine_mib:.1f} | {statistics.median(r.peak_rss_mib for r in results):.0f} |"
+            f"| {name} x4 | {exports[name]:.1f} | {statistics.median(seconds):.1f} "
+            f"| {min(seconds):.1f}-{max(seconds):.1f} | {results[0].engine_mib:.1f} | {rss:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -116,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         fail(f"--runs must be >= 1, got {args.runs}")
     rows: dict[str, list[Run]] = {}
+    exports: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as work:
         for preset in args.presets.split(","):
-            onnx_path = export_preset(preset, Path(work))
+            onnx_path, exports[preset] = export_preset(preset, Path(work))
             rows[preset] = build_runs(onnx_path, args.plugin, args.runs, Path(work))
             print(f"{preset}: {[round(r.seconds, 1) for r in rows[preset]]} s", file=sys.stderr)
-    text = report(rows, args.runs)
+    text = report(rows, exports, args.runs)
     atomic_write_text(args.report, text)
     print(text)
     return 0
