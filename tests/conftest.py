@@ -67,9 +67,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.user_properties.append(("unavailable", (marker, reason)))
 
 
-@pytest.fixture(autouse=True)
-def _hardware_markers(request: pytest.FixtureRequest) -> None:
-    for key, value in request.node.user_properties:
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture of the test is set up (a module fixture may export or build for minutes)."""
+    for key, value in item.user_properties:
         if key == "unavailable":
             marker, reason = value
             skip_or_fail(reason, marker)

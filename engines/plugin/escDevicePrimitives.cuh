@@ -65,6 +65,67 @@ ESC_DEVICE float shuffleXor(float v, int32_t laneMask)
     return __shfl_xor_sync(0xffffffffU, v, laneMask);
 }
 
+//! Whether `predicate` holds in any lane of the warp; every lane of the warp takes part.
+ESC_DEVICE bool anyInWarp(bool predicate)
+{
+    return __any_sync(0xffffffffU, predicate) != 0;
+}
+
+//! Asynchronous copy of 16 bytes from global to shared memory (cp.async.cg, L2 only), both 16-byte aligned. The
+//! copy joins this thread's open group; it is complete (for this thread) after waitAsyncGroups lets its group go.
+ESC_DEVICE void copyAsync16(void* sharedDestination, void const* globalSource)
+{
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    auto const destination = static_cast<uint32_t>(__cvta_generic_to_shared(sharedDestination));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(destination), "l"(globalSource) : "memory");
+#else
+    __trap(); // the launcher takes the tensor-core body only on sm_80 and newer
+#endif
+}
+
+//! Closes this thread's open group of asynchronous copies (an empty group where it has none).
+ESC_DEVICE void commitAsyncGroup()
+{
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+
+//! Waits until at most kPending of this thread's committed groups are still in flight (the newest ones). Other
+//! threads see the copied data only after a barrier that follows their issuers' waits.
+template <int32_t kPending>
+ESC_DEVICE void waitAsyncGroups()
+{
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+#endif
+}
+
+//! ldmatrix.x4 (b16): lanes 8i..8i+7 give the shared-memory addresses of the 8 rows (16 bytes each, 16-byte
+//! aligned) of matrix i; lane l receives in r[i] row l/4, columns 2(l%4) and 2(l%4)+1 of matrix i or, with kTranspose,
+//! rows 2(l%4) and 2(l%4)+1 of column l/4 (lower half first).
+template <bool kTranspose>
+ESC_DEVICE void loadMatrices(uint32_t (&r)[4], void const* sharedRow)
+{
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    auto const address = static_cast<uint32_t>(__cvta_generic_to_shared(sharedRow));
+    if constexpr (kTranspose)
+    {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(address));
+    }
+    else
+    {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(address));
+    }
+#else
+    __trap();
+#endif
+}
+
 //! 2^x on the special function unit; exp2(-inf) = 0.
 ESC_DEVICE float exp2Approx(float x)
 {

@@ -3,7 +3,8 @@
  *
  * Two kernel bodies, chosen per launch by escWindowAttentionPlan.h:
  *   - escWindowAttentionMma.cuh: tensor cores (mma.sync m16n8k16, fp32 accumulation) for fp16 tensors on sm_80+
- *     with a window size that is a multiple of 8 (every published ESC model);
+ *     with a window size that is a multiple of 8 (every published ESC model), one kernel per published window
+ *     size (dispatchMmaWindow) and a general one;
  *   - escWindowAttentionSimt.cuh: fp32 math on CUDA cores for fp32 tensors and every other case.
  * Both are written against escDevicePrimitives.cuh; this file holds the __global__ entry points and launchers.
  */
@@ -30,12 +31,14 @@ __global__ void __launch_bounds__(SimtTiling<kHeadSize>::kMaxThreads, SimtTiling
     device::simtWindowAttention<T, TableT, kHeadSize>(qkv, table, out, g);
 }
 
-template <typename TableT, int32_t kHeadSize>
-__global__ void __launch_bounds__(MmaTiling<kHeadSize>::kMaxWarps * 32, MmaTiling<kHeadSize>::kMinBlocksPerSm)
+//! kWindow: the window size where it is a compile-time constant (dispatchMmaWindow), 0 for the general kernel.
+template <typename TableT, int32_t kHeadSize, int32_t kWindow>
+__global__ void __launch_bounds__(32 * (kWindow == 0 ? MmaTiling<kHeadSize>::kMaxWarps : kMmaWarps<kWindow == 0 ? 8 : kWindow>),
+    MmaTiling<kHeadSize>::kMinBlocksPerSm)
     mmaWindowAttentionKernel(
         __half const* __restrict__ qkv, TableT const* __restrict__ table, __half* __restrict__ out, WindowGeometry const g)
 {
-    device::mmaWindowAttention<TableT, kHeadSize>(qkv, table, out, g);
+    device::mmaWindowAttention<TableT, kHeadSize, kWindow>(qkv, table, out, g);
 }
 
 //! Sets the dynamic shared memory limit where a launch needs more than the default 48 KiB.
@@ -69,7 +72,7 @@ cudaError_t tensorCoreBodyUsable(bool& usable)
         return cudaSuccess;
     }
     cudaFuncAttributes attributes{};
-    status = cudaFuncGetAttributes(&attributes, mmaWindowAttentionKernel<float, kHEAD_SIZE_SMALL>);
+    status = cudaFuncGetAttributes(&attributes, mmaWindowAttentionKernel<float, kHEAD_SIZE_SMALL, 32>);
     if (status != cudaSuccess)
     {
         return status;
@@ -90,14 +93,18 @@ cudaError_t launchPlanned(LaunchPlan const& plan, T const* qkv, TableT const* ta
     {
         if (plan.body == KernelBody::kTENSOR_CORE)
         {
-            auto* const kernel = mmaWindowAttentionKernel<TableT, kHeadSize>;
-            cudaError_t const status = allowSharedMemory(kernel, plan.sharedBytes);
-            if (status != cudaSuccess)
-            {
-                return status;
-            }
-            kernel<<<grid, plan.threads, plan.sharedBytes, stream>>>(qkv, table, out, plan.geometry);
-            return cudaGetLastError();
+            return dispatchMmaWindow<cudaError_t>(plan.geometry.window,
+                [&](auto window)
+                {
+                    auto* const kernel = mmaWindowAttentionKernel<TableT, kHeadSize, decltype(window)::value>;
+                    cudaError_t const status = allowSharedMemory(kernel, plan.sharedBytes);
+                    if (status != cudaSuccess)
+                    {
+                        return status;
+                    }
+                    kernel<<<grid, plan.threads, plan.sharedBytes, stream>>>(qkv, table, out, plan.geometry);
+                    return cudaGetLastError();
+                });
         }
     }
     auto* const kernel = simtWindowAttentionKernel<T, TableT, kHeadSize>;

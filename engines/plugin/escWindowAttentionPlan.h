@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cuda_fp16.h>
+#include <type_traits>
 
 namespace esc
 {
@@ -69,19 +70,60 @@ struct MmaTiling
     static constexpr int32_t kWarpQueries = 16; //!< the mma m: one row block of queries per warp
     static constexpr int32_t kMaxWarps = 8;
     static constexpr int32_t kKeyTile = 64;     //!< keys per online-softmax step (8 mma n-tiles)
+    static constexpr int32_t kKeyGroup = 8;     //!< keys per 16-byte copy (consecutive pixels of one window row)
     static constexpr int32_t kWindowMultiple = 8;
-    //! Halves per staged key row of K ([key][channel]): 8 more than the head size puts the 8 rows one mma
-    //! B-fragment load touches on distinct banks.
-    static constexpr int32_t kKeyStride = kHeadSize + 8;
-    //! Halves per staged channel row of V ([channel][key]), for the same reason.
-    static constexpr int32_t kValueStride = kKeyTile + 8;
-    static constexpr int32_t kMinBlocksPerSm = 2;
+    //! K and V tiles in flight: tile t is read while t + 1 and t + 2 are being copied (cp.async); three buffers
+    //! need one barrier per tile.
+    static constexpr int32_t kStages = 3;
+    //! Halves per staged channel row ([channel][key] for both K and V, as in the NCHW map): 8 more than the tile
+    //! puts the 8 rows that one ldmatrix reads on distinct banks and keeps rows 16-byte aligned.
+    static constexpr int32_t kStageStride = kKeyTile + 8;
+    static constexpr int32_t kStageHalves = 2 * kHeadSize * kStageStride; //!< K then V
+    //! Resident blocks per SM asked of ptxas (__launch_bounds__): with 8 warps, 3 blocks cap registers at 80 per
+    //! thread; head size 16 fits with a few bytes of spill outside the cp.async main loop (2 blocks would take
+    //! about 105 registers and no spill; validation/kernel_sass.py reports the spill); head size 32 needs more.
+    static constexpr int32_t kMinBlocksPerSm = kHeadSize <= 16 ? 3 : 2;
 
     static constexpr std::size_t stagingBytes()
     {
-        return (kKeyTile * kKeyStride + kHeadSize * kValueStride) * 2 + kKeyTile * sizeof(int32_t);
+        return static_cast<std::size_t>(kStages) * kStageHalves * 2;
     }
 };
+
+//! Warps of a tensor-core block for window size w: the most (up to kMaxWarps) that divide the window's 16-query
+//! row blocks, so that no warp idles in a window's last block (w = 24: 36 row blocks, 6 warps); w * w is a
+//! multiple of 64, so at least 4.
+constexpr int32_t mmaWarps(int32_t window)
+{
+    int32_t const rowBlocks = window * window / 16;
+    int32_t warps = 8;
+    while (rowBlocks % warps != 0)
+    {
+        --warps;
+    }
+    return warps;
+}
+
+//! mmaWarps as a constant for device code (a host constexpr function cannot be called there).
+template <int32_t kWindow>
+inline constexpr int32_t kMmaWarps = mmaWarps(kWindow);
+
+//! Window sizes with a tensor-core kernel of their own (the published ESC windows): the window is a
+//! compile-time constant there. Other multiples of 8 run the general kernel (window 0: read at run time).
+template <typename Result, typename Launch>
+Result dispatchMmaWindow(int32_t window, Launch const& launch)
+{
+    switch (window)
+    {
+    case 8: return launch(std::integral_constant<int32_t, 8>{});
+    case 16: return launch(std::integral_constant<int32_t, 16>{});
+    case 24: return launch(std::integral_constant<int32_t, 24>{});
+    case 32: return launch(std::integral_constant<int32_t, 32>{});
+    case 48: return launch(std::integral_constant<int32_t, 48>{});
+    case 64: return launch(std::integral_constant<int32_t, 64>{});
+    default: return launch(std::integral_constant<int32_t, 0>{});
+    }
+}
 
 enum class KernelBody : int32_t
 {
@@ -148,17 +190,10 @@ PlanStatus planWindowAttention(int32_t batch, int32_t numHeads, int32_t height, 
     {
         using Tiling = MmaTiling<kHeadSize>;
         plan.body = KernelBody::kTENSOR_CORE;
-        // The most warps (up to kMaxWarps) that divide the window's 16-query row blocks, so that no warp idles
-        // in a window's last block (w = 24: 36 row blocks, 6 warps); tokens is a multiple of 64, so at least 4.
-        int32_t const rowBlocks = tokens / Tiling::kWarpQueries;
-        int32_t warps = Tiling::kMaxWarps;
-        while (rowBlocks % warps != 0)
-        {
-            --warps;
-        }
-        plan.threads = 32 * warps;
+        plan.threads = 32 * mmaWarps(w);
         blockQueries = plan.threads / 32 * Tiling::kWarpQueries;
-        staging = Tiling::stagingBytes();
+        // K/V stages, the bias offset of each group of 8 keys, then the bias rows as (o, o + 1) pairs (below).
+        staging = Tiling::stagingBytes() + static_cast<std::size_t>(tokens / Tiling::kKeyGroup) * sizeof(int32_t);
     }
     else
     {
@@ -177,7 +212,9 @@ PlanStatus planWindowAttention(int32_t batch, int32_t numHeads, int32_t height, 
     plan.blocks[0] = static_cast<uint32_t>(blocksX);
     plan.blocks[1] = static_cast<uint32_t>(numHeads);
     plan.blocks[2] = static_cast<uint32_t>(batch);
-    plan.sharedBytes = staging + static_cast<std::size_t>(biasRowsPerBlock(w, blockQueries)) * side * sizeof(float);
+    // The tensor-core body keeps each bias entry o with o + 1 (one 8-byte load for two adjacent keys).
+    std::size_t const biasEntry = plan.body == KernelBody::kTENSOR_CORE ? 2 * sizeof(float) : sizeof(float);
+    plan.sharedBytes = staging + static_cast<std::size_t>(biasRowsPerBlock(w, blockQueries)) * side * biasEntry;
     plan.geometry = WindowGeometry{
         static_cast<int64_t>(height) * width, numHeads, height, width, w, windowsX, queryBlocks};
     return PlanStatus::kLAUNCH;

@@ -28,7 +28,7 @@ SIMT, TENSOR_CORE = 0, 1  # esc::KernelBody
 INVALID_VALUE = 1  # escWindowAttentionEmulated's code for arguments the CUDA launcher refuses
 
 # Chosen to keep the emulation (about 0.15 s per 256-thread block of a 32x32 window) short: odd sizes, batch > 1,
-# head size 16 and 32, windows 8/16/24/32/48 and 9 (not a multiple of 8: the SIMT body in fp16 too), padding on
+# head size 16 and 32, windows 8/16/24/32/40/48 and 9 (not a multiple of 8: the SIMT body in fp16 too), padding on
 # either side.
 SHAPES: list[Shape] = [
     (2, 32, 2, 13, 21, 8),  # d=16, batch 2, padding on both sides
@@ -41,6 +41,12 @@ SHAPES: list[Shape] = [
     (1, 16, 1, 20, 30, 24),  # d=16, 576 tokens: 6 warps per block in the tensor-core body
     (1, 64, 2, 24, 17, 24),  # d=32, 6 warps per block, padding on the right
     (2, 32, 2, 16, 31, 16),  # d=16, batch 2, 256 tokens
+    # Widths and planes that are multiples of 8: the tensor-core body stages by cp.async, except in windows whose
+    # columns are reflected at the right edge.
+    (1, 16, 1, 40, 32, 32),  # d=16, cp.async in both windows, the bottom one's rows reflected
+    (2, 64, 2, 24, 48, 24),  # d=32, batch 2, 6 warps, cp.async
+    (1, 16, 1, 40, 40, 40),  # d=16, a window without a kernel of its own (the general kernel), cp.async
+    (1, 16, 1, 24, 56, 16),  # d=16, cp.async except the last window column (reflected)
 ]
 # (qkv dtype, table dtype, tensor cores allowed): fp32 always runs the SIMT body; fp16 runs the tensor-core body
 # for window sizes that are multiples of 8 where the device has mma.sync (sm_80+), the SIMT body otherwise.
@@ -136,6 +142,22 @@ def test_emulated_kernel_matches_reference(
         # Also per element, so that a few wrong pixels (a bias offset, a window edge) cannot hide in the norm.
         error = (out.double() - expected).abs().max().item()
         assert error <= 5e-3, f"max abs error {error:.3g} > 5e-3"
+
+
+@pytest.mark.nvcc
+@pytest.mark.parametrize("shape", [(1, 16, 1, 40, 32, 32), (1, 64, 2, 37, 29, 8)], ids=["w32_cp_async", "w8_d32"])
+def test_emulated_tensor_core_body_with_peaked_scores(emulated: ctypes.CDLL, shape: Shape) -> None:
+    """qkv scaled by 6: scores spread over tens of log2 units, so that probabilities against a stale maximum
+    overflow fp16 and a missed rescale (online softmax) shows."""
+    b, c, heads, h, w, ws = shape
+    qkv, table = random_inputs(shape, torch.float32, seed=7, device="cpu")
+    qkv = (qkv * 6).half()
+    out = torch.full((b, c, h, w), float("nan"), dtype=torch.float16)
+    status, body = run_emulated(emulated, qkv, table, out, heads, ws, tensor_cores=True)
+    assert (status, body) == (0, TENSOR_CORE)
+    expected = reference_window_attention(qkv, table, heads, ws)
+    error = (out.double() - expected).abs().max().item()
+    assert error <= 6 * 5e-3, f"max abs error {error:.3g} > {6 * 5e-3:.3g}"
 
 
 @pytest.mark.nvcc

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import onnx
 import pytest
-import torch
 
 import esc
 from export.onnx_cli import main
@@ -81,14 +79,3 @@ def test_export_is_deterministic(tmp_path: Path) -> None:
     for name in ("a.onnx", "b.onnx"):
         export_onnx(model, tmp_path / name, OnnxExportOptions())
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
-
-
-def test_esc_x4_exports_in_under_a_minute(tmp_path: Path) -> None:
-    """Issue acceptance: an ESC x4 (5 blocks) export within 60 s on a 2-core CPU (38 s measured)."""
-    torch.manual_seed(0)
-    model = esc.build_model("esc", scale=4)
-    start = time.perf_counter()
-    summary = export_onnx(model, tmp_path / "esc_x4.onnx", OnnxExportOptions())
-    elapsed = time.perf_counter() - start
-    assert summary.attention_nodes == 5
-    assert elapsed < 60, f"ESC x4 export took {elapsed:.1f} s"

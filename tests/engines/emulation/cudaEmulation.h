@@ -7,8 +7,13 @@
  * a missing barrier between one warp's shared-memory writes and another's reads shows up as a wrong result. Warp
  * primitives (shuffleXor, mmaF16F32) wait for the 32 lanes of the warp, which exchange their registers through a
  * per-warp buffer; the lanes must all be at the same primitive. mma.sync is computed from the fragment layout of
- * the PTX ISA (m16n8k16, f16 inputs, f32 accumulation) with float math. Shared memory starts as NaN bytes (as
- * garbage would on a GPU) and is followed by a guard region checked after the block.
+ * the PTX ISA (m16n8k16, f16 inputs, f32 accumulation) with float math, ldmatrix (x4, plain and .trans) from the
+ * ISA's fragment layout with each lane's row address checked (16-byte aligned, inside shared memory), and any-vote.
+ * cp.async (16 bytes) follows the PTX ISA's groups: a copy joins its thread's open group, commit_group closes it,
+ * wait_group N completes all but the thread's N newest committed groups. The emulation copies at the wait, the
+ * latest moment the ISA allows, so that a read of a buffer before its issuer's wait and a barrier sees stale
+ * data (or the NaN poison); a thread that ends with copies not waited for is an error. Shared memory starts as
+ * NaN bytes (as garbage would on a GPU) and is followed by a guard region checked after the block.
  * Not emulated: timing, memory ordering beyond the barriers, and the hardware's rounding inside mma and ex2.
  */
 #pragma once
@@ -51,6 +56,8 @@ public:
     {
         kSHUFFLE = 1,
         kMMA = 2,
+        kLOAD_MATRIX = 3,
+        kVOTE = 4,
     };
 
     //! Runs `body` once per thread of a block of `threads` threads (a multiple of 32) at block index (x, y, z).
@@ -93,6 +100,62 @@ public:
         return mShared.data();
     }
 
+    //! Throws unless [p, p + bytes) lies in the planned shared memory and p is `alignment`-aligned.
+    void checkShared(void const* p, std::size_t bytes, std::size_t alignment, char const* what) const
+    {
+        auto const* const base = reinterpret_cast<unsigned char const*>(mShared.data());
+        auto const* const q = static_cast<unsigned char const*>(p);
+        if (q < base || q + bytes > base + mSharedBytes || reinterpret_cast<uintptr_t>(q) % alignment != 0)
+        {
+            throw std::runtime_error(std::string(what) + ": shared address outside the " + std::to_string(mSharedBytes)
+                + " planned bytes or not " + std::to_string(alignment) + "-byte aligned");
+        }
+    }
+
+    //! cp.async of 16 bytes into the running thread's open group.
+    void copyAsync(void* destination, void const* source)
+    {
+        checkShared(destination, 16, 16, "cp.async destination");
+        if (reinterpret_cast<uintptr_t>(source) % 16 != 0)
+        {
+            throw std::runtime_error("cp.async source not 16-byte aligned");
+        }
+        mFibers[mRunning].copies.push_back(AsyncCopy{destination, source, -1});
+    }
+
+    void commitAsync()
+    {
+        Fiber& fiber = mFibers[mRunning];
+        for (auto& copy : fiber.copies)
+        {
+            if (copy.group < 0)
+            {
+                copy.group = fiber.committedGroups;
+            }
+        }
+        ++fiber.committedGroups;
+    }
+
+    //! Completes the copies of every committed group of the running thread but its `pending` newest.
+    void waitAsync(int32_t pending)
+    {
+        Fiber& fiber = mFibers[mRunning];
+        int32_t const last = fiber.committedGroups - 1 - pending; // groups up to this one complete
+        std::vector<AsyncCopy> still;
+        for (auto const& copy : fiber.copies)
+        {
+            if (copy.group >= 0 && copy.group <= last)
+            {
+                std::memcpy(copy.destination, copy.source, 16);
+            }
+            else
+            {
+                still.push_back(copy);
+            }
+        }
+        fiber.copies.swap(still);
+    }
+
     //! Parks the running fiber at a barrier and returns once the barrier is released.
     void wait(State barrier)
     {
@@ -121,8 +184,17 @@ public:
     }
 
 private:
+    struct AsyncCopy
+    {
+        void* destination;
+        void const* source;
+        int32_t group; //!< -1 while the group is open
+    };
+
     struct Fiber
     {
+        std::vector<AsyncCopy> copies; //!< issued, not yet completed
+        int32_t committedGroups = 0;
         ucontext_t context{};
         std::vector<char> stack;
         State state = State::kREADY;
@@ -162,7 +234,12 @@ private:
     {
         EmulatedBlock& block = *sCurrent;
         block.mBody(block.mBodyContext);
-        block.mFibers[block.mRunning].state = State::kDONE; // then uc_link returns to the scheduler
+        Fiber& fiber = block.mFibers[block.mRunning];
+        if (!fiber.copies.empty())
+        {
+            block.mError = "thread " + std::to_string(block.mRunning) + " ended with cp.async copies not waited for";
+        }
+        fiber.state = State::kDONE; // then uc_link returns to the scheduler
     }
 
     void schedule()
@@ -191,6 +268,10 @@ private:
             }
         }
         sCurrent = nullptr;
+        if (!mError.empty())
+        {
+            throw std::runtime_error(mError);
+        }
         for (int32_t t = 0; t < blockSize(); ++t)
         {
             if (mFibers[t].state != State::kDONE)
@@ -289,6 +370,7 @@ private:
     uint32_t mBlockIndex[3];
     ucontext_t mScheduler{};
     int32_t mRunning = -1;
+    std::string mError; //!< set inside a fiber (which cannot throw across the context switch)
     void (*mBody)(void const*) = nullptr;
     void const* mBodyContext = nullptr;
 };
@@ -339,6 +421,22 @@ inline float exp2Approx(float x)
     return std::exp2(x);
 }
 
+inline void copyAsync16(void* sharedDestination, void const* globalSource)
+{
+    EmulatedBlock::current().copyAsync(sharedDestination, globalSource);
+}
+
+inline void commitAsyncGroup()
+{
+    EmulatedBlock::current().commitAsync();
+}
+
+template <int32_t kPending>
+inline void waitAsyncGroups()
+{
+    EmulatedBlock::current().waitAsync(kPending);
+}
+
 namespace detail
 {
 
@@ -373,6 +471,54 @@ inline float shuffleXor(float v, int32_t laneMask)
     float result;
     std::memcpy(&result, warp + (lane ^ laneMask) * EmulatedBlock::kExchangeWords, sizeof(result));
     return result;
+}
+
+inline bool anyInWarp(bool predicate)
+{
+    uint32_t const words[1] = {predicate ? 1U : 0U};
+    int32_t lane = 0;
+    uint32_t const* const warp = detail::exchangeWithWarp(EmulatedBlock::WarpOp::kVOTE, 0, words, lane);
+    bool any = false;
+    for (int32_t l = 0; l < EmulatedBlock::kWarpSize; ++l)
+    {
+        any = any || warp[l * EmulatedBlock::kExchangeWords] != 0;
+    }
+    return any;
+}
+
+//! ldmatrix.x4 (b16): lanes 8i..8i+7 give the row addresses of matrix i; lane l receives in r[i] row l/4, halves
+//! 2(l%4) and 2(l%4)+1 or, transposed, halves l/4 of rows 2(l%4) and 2(l%4)+1 (PTX ISA, ldmatrix fragments).
+template <bool kTranspose>
+inline void loadMatrices(uint32_t (&r)[4], void const* sharedRow)
+{
+    EmulatedBlock& block = EmulatedBlock::current();
+    block.checkShared(sharedRow, 16, 16, "ldmatrix row");
+    uint32_t words[2];
+    std::memcpy(words, &sharedRow, sizeof(sharedRow));
+    int32_t lane = 0;
+    uint32_t const* const warp = detail::exchangeWithWarp(
+        EmulatedBlock::WarpOp::kLOAD_MATRIX, kTranspose ? 1 : 0, words, lane);
+    auto const rowOf = [warp](int32_t sourceLane)
+    {
+        unsigned char const* row = nullptr;
+        std::memcpy(&row, warp + sourceLane * EmulatedBlock::kExchangeWords, sizeof(row));
+        return row;
+    };
+    for (int32_t i = 0; i < 4; ++i)
+    {
+        if constexpr (kTranspose)
+        {
+            uint16_t lo = 0;
+            uint16_t hi = 0;
+            std::memcpy(&lo, rowOf(8 * i + 2 * (lane % 4)) + 2 * (lane / 4), 2);
+            std::memcpy(&hi, rowOf(8 * i + 2 * (lane % 4) + 1) + 2 * (lane / 4), 2);
+            r[i] = static_cast<uint32_t>(lo) | static_cast<uint32_t>(hi) << 16;
+        }
+        else
+        {
+            std::memcpy(&r[i], rowOf(8 * i + lane / 4) + 4 * (lane % 4), 4);
+        }
+    }
 }
 
 //! d += a * b with the m16n8k16 fragment layout: lane = 4 * group + quad.

@@ -48,7 +48,13 @@ int32_t emulate(void const* qkv, void const* table, void* out, int32_t batch, in
         {
             if (plan.body == esc::KernelBody::kTENSOR_CORE)
             {
-                esc::device::mmaWindowAttention<TableT, kHeadSize>(typedQkv, typedTable, typedOut, plan.geometry);
+                esc::dispatchMmaWindow<int32_t>(plan.geometry.window,
+                    [&](auto window)
+                    {
+                        esc::device::mmaWindowAttention<TableT, kHeadSize, decltype(window)::value>(
+                            typedQkv, typedTable, typedOut, plan.geometry);
+                        return 0;
+                    });
                 return;
             }
         }
