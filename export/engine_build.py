@@ -43,7 +43,6 @@ from export.engine_options import (
 )
 from export.engine_plugin import (
     check_plugin_layers,
-    check_plugin_major,
     esc_node_names,
     load_plugin_library,
     plugin_layer_names,
@@ -127,14 +126,12 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
     runtime_id = f"{runtime.flavour.value} {runtime.version_text}"
     key = cache_key(options.settings(), identities, runtime_id, target.slug)
     engine = engine_path(options, onnx_sha, key, runtime.tag, target.slug)
-    if options.plugin is not None:
-        check_plugin_major(options.plugin, runtime)  # before any file is written
-    typing = network_typing(runtime)
-    onnx_path = prepare_onnx(options, typing)
     trt_module = runtime.module()
     runtime.prepare_process()
-    if options.plugin is not None:
+    if options.plugin is not None:  # its major is checked before it is loaded, and before any file is written
         load_plugin_library(options.plugin, runtime)
+    typing = network_typing(runtime)
+    onnx_path = prepare_onnx(options, typing)
 
     from export.engine_trt_callbacks import logger_for
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <mutex>
 
 #define ESC_STRINGIFY_IMPL(x) #x
 #define ESC_STRINGIFY(x) ESC_STRINGIFY_IMPL(x)
@@ -84,25 +85,23 @@ Runtime findRuntimeFunctions() noexcept
 }
 
 //! The first runtime found, remembered once found (the library may be loaded before TensorRT is).
-Runtime const& currentRuntime() noexcept
+Runtime currentRuntime() noexcept
 {
+    static std::mutex mutex;
     static Runtime found;
-    static std::atomic<bool> known{false};
-    if (!known.load(std::memory_order_acquire))
+    try
     {
-        Runtime const runtime = findRuntimeFunctions();
-        if (runtime.info.library != nullptr)
+        std::lock_guard<std::mutex> const lock(mutex);
+        if (found.info.library == nullptr)
         {
-            found = runtime;
-            known.store(true, std::memory_order_release);
+            found = findRuntimeFunctions();
         }
-        else
-        {
-            static Runtime const none{};
-            return none;
-        }
+        return found;
     }
-    return found;
+    catch (...) // std::mutex::lock may throw std::system_error
+    {
+        return findRuntimeFunctions();
+    }
 }
 
 //! Once per process: dlopen and getCreators both refuse.
@@ -135,7 +134,7 @@ class StaticRegistration
 public:
     StaticRegistration() noexcept
     {
-        Runtime const& runtime = currentRuntime();
+        Runtime const runtime = currentRuntime();
         if (runtime.info.library == nullptr || runtime.getRegistry == nullptr)
         {
             return; // no TensorRT yet: IPluginRegistry::loadLibrary (getCreators) registers instead
@@ -202,7 +201,7 @@ nvinfer1::ILogger* pluginLogger() noexcept
     {
         return finder->findLogger();
     }
-    Runtime const& runtime = currentRuntime();
+    Runtime const runtime = currentRuntime();
     if (runtime.getLogger != nullptr && isCompatible(runtime.info, builtMajor()))
     {
         return runtime.getLogger();
