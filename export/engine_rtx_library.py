@@ -71,7 +71,12 @@ def _link_library(target: Path, real: Path) -> Path:
         source.write_text("/* soname alias of libtensorrt_rtx.so.N, see export/engine_rtx_library.py */\n")
         command = [compiler, "-shared", "-fPIC", "-o", str(tmp), f"-Wl,-soname,{UNVERSIONED}",
                    "-Wl,--no-as-needed", str(source), str(real)]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+        except OSError as exc:  # $CC names no program
+            raise MissingDependencyError(
+                f"cannot run the C compiler {compiler} to make the {UNVERSIONED} link library ({exc}); set CC to one"
+            ) from None
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise MissingDependencyError(f"could not compile the {UNVERSIONED} link library with {compiler}: {last}")

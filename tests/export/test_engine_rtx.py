@@ -244,3 +244,44 @@ def test_runner_takes_the_plugin_from_the_sidecar(plugin_engine: Path, native_en
     assert plugin_for(sidecar, None) == Path(sidecar.plugin.path)
     assert plugin_for(sidecar, tmp_path / "y.so") == tmp_path / "y.so"
     assert plugin_for(EngineSidecar.read(native_engine), None) is None
+
+
+@pytest.mark.parametrize(
+    ("compiler", "message"), [("/nonexistent/cc", "cannot run the C compiler"), ("false", "could not compile")]
+)
+def test_unversioned_library_without_a_compiler_is_one_line(
+    compiler: str, message: str, default_onnx: dict[str, Path], trt11_plugin: Path, tmp_path: Path
+) -> None:
+    """A fresh cache and no working C compiler: the link library cannot be made, and the build says so."""
+    import os
+
+    engine = tmp_path / "out" / "e.engine"
+    env = {**os.environ, "ESC_DEPLOY_CACHE": str(tmp_path / "cache"), "CC": compiler}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--fp16", "--runtime", "tensorrt-rtx", "--no-progress",
+         "--onnx", str(default_onnx["plugin"]), "--plugin", str(trt11_plugin), "--output", str(engine)],
+        capture_output=True, text=True, cwd=REPO, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("build_engine.py: error: ") and message in line and "libtensorrt_rtx.so" in line
+    assert not engine.exists() and not sidecar_path(engine).exists()
+
+
+def test_unversioned_library_is_made_once_in_the_cache(default_onnx: dict[str, Path], tmp_path: Path) -> None:
+    """The link library lands in the cache folder (not in site-packages) and carries the unversioned soname."""
+    import os
+
+    import tensorrt_rtx_bindings
+
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [sys.executable, "-c", "import tensorrt_rtx_bindings; from export.engine_rtx_library import "
+         "ensure_unversioned_library as e; e(tensorrt_rtx_bindings.__version__); e(tensorrt_rtx_bindings.__version__)"],
+        capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, "ESC_DEPLOY_CACHE": str(cache)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [library] = cache.rglob("libtensorrt_rtx.so")
+    assert library.parent.name == f"tensorrt-rtx-{tensorrt_rtx_bindings.__version__}"
+    dynamic = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True, check=True).stdout
+    assert "Library soname: [libtensorrt_rtx.so]" in dynamic and "Shared library: [libtensorrt_rtx.so." in dynamic
