@@ -2,8 +2,9 @@
 [--runs N] [--warmup N] [--device cuda|cpu] [--checkpoint PATH] [--report-dir DIR]
 
 Latency and peak memory of ESC per backend (eager-naive, eager-sdpa, eager-flex, eager-fused,
-onnxruntime, tensorrt), the paper's protocol on a GPU: 1280x720 output, warm-up, CUDA events, median
-of 100 runs, torch.cuda.max_memory_allocated (TensorRT: the engine's device memory). Without a GPU it
+onnxruntime, onnxruntime-plugin, tensorrt), the paper's protocol on a GPU: 1280x720 output, warm-up,
+CUDA events, median of 100 runs, torch.cuda.max_memory_allocated (TensorRT: the engine's device
+memory). Without a GPU it
 runs in CPU mode (perf_counter, peak RSS); lower --runs there. Backends that cannot run are listed as
 "skipped: reason". Writes benchmark.json, benchmark.md and benchmark.png; prints the table.
 

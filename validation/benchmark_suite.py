@@ -8,7 +8,8 @@ CPU, ``time.perf_counter``, peak resident memory from /proc (VmHWM, reset before
 ``resource.getrusage`` (the process's lifetime peak).
 
 Backends: eager-naive, eager-sdpa, eager-flex (compiled FlexAttention: the paper's eager model),
-eager-fused (this project's kernel), onnxruntime (the native graph; mixed fp16 for fp16), tensorrt.
+eager-fused (this project's kernel), onnxruntime (the native graph; mixed fp16 for fp16),
+onnxruntime-plugin (the default export: ONNX Runtime runs the plugin node's function body), tensorrt.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from export.defaults import DEFAULT_PLUGIN, DEFAULT_PRESET, DEFAULT_SEED
 
 if TYPE_CHECKING:
     from esc.models import ESCBase
+    from validation.parity_runners import Graph
 
 Device = Literal["cuda", "cpu"]
 DType = Literal["fp16", "fp32"]
-BACKENDS = ("eager-naive", "eager-sdpa", "eager-flex", "eager-fused", "onnxruntime", "tensorrt")
+BACKENDS = ("eager-naive", "eager-sdpa", "eager-flex", "eager-fused", "onnxruntime", "onnxruntime-plugin", "tensorrt")
 PAPER_RUNS = 100
 PAPER_OUTPUT = (1280, 720)  # width x height
 
@@ -213,7 +215,7 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
         cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
         if not (os.environ.get(LIBRARY_ENV) or shutil.which("nvcc") or (Path(cuda_home) / "bin" / "nvcc").is_file()):
             return f"needs nvcc to compile the fused kernel, or {LIBRARY_ENV} naming a prebuilt library"
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "onnxruntime-plugin"):
         if importlib.util.find_spec("onnxruntime") is None:
             return "onnxruntime is not installed"
         if device == "cuda":
@@ -264,13 +266,15 @@ def _prepare_eager(model: ESCBase, backend: str, dtype: DType, device: Device, s
     return Prepared(fn, kind, f"eager torch {torch.__version__}, attention {backend.removeprefix('eager-')}")
 
 
-def _prepare_onnxruntime(model: ESCBase, dtype: DType, device: Device, shape: tuple[int, ...]) -> Prepared:
+def _prepare_onnxruntime(
+    model: ESCBase, dtype: DType, device: Device, shape: tuple[int, ...], *, graph_kind: Graph = "native"
+) -> Prepared:
     import numpy as np
     import onnxruntime as ort
 
     from validation.parity_runners import export_graphs, fp16_graph
 
-    proto = export_graphs(model, ["native"])["native"]
+    proto = export_graphs(model, [graph_kind])[graph_kind]
     if dtype == "fp16":
         proto = fp16_graph(proto)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
@@ -283,7 +287,7 @@ def _prepare_onnxruntime(model: ESCBase, dtype: DType, device: Device, shape: tu
     def fn() -> Any:
         return session.run(None, {name: x})
 
-    graph = "native graph" + (", mixed fp16" if dtype == "fp16" else "")
+    graph = f"{graph_kind} graph" + (", mixed fp16" if dtype == "fp16" else "")
     return Prepared(fn, "", f"ONNX Runtime {ort.__version__} ({', '.join(session.get_providers())}), {graph}")
 
 
@@ -373,8 +377,9 @@ def run_case(
     try:
         if backend.startswith("eager-"):
             prepared = _prepare_eager(model, backend, dtype, options.device, shape)
-        elif backend == "onnxruntime":
-            prepared = _prepare_onnxruntime(model, dtype, options.device, shape)
+        elif backend in ("onnxruntime", "onnxruntime-plugin"):
+            graph_kind: Graph = "plugin" if backend == "onnxruntime-plugin" else "native"
+            prepared = _prepare_onnxruntime(model, dtype, options.device, shape, graph_kind=graph_kind)
         else:
             prepared = _prepare_tensorrt(model, dtype, shape, options)
         times, peak, before = measure(
