@@ -44,10 +44,6 @@ class _FileLogging:
         with self._lock:
             self._file.close()
 
-    def lines(self) -> list[str]:
-        """What was logged so far (the build log's content)."""
-        return self.path.read_text(encoding="utf-8").splitlines()
-
 
 class _TqdmProgress:
     """One tqdm bar per active builder phase, nested by depth. TensorRT may call from several threads."""

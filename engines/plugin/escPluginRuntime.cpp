@@ -237,11 +237,6 @@ extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCrea
     return creators;
 }
 
-extern "C" int32_t escPluginTensorRTMajor()
-{
-    return esc::plugin::builtMajor();
-}
-
 //! Read from the file by export/engine_plugin.py before loading, so a library of the wrong major is refused
 //! without running any of its code.
 extern "C" ESC_PLUGIN_API char const escPluginBuildInfo[]

@@ -51,5 +51,3 @@ nvinfer1::ILogger* pluginLogger() noexcept;
 //! The entry points of IPluginRegistry::loadLibrary (see "Plugin Shared Libraries" in TensorRT's guide).
 extern "C" ESC_PLUGIN_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder);
 extern "C" ESC_PLUGIN_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
-//! builtMajor(), for loaders that ask a loaded library.
-extern "C" ESC_PLUGIN_API int32_t escPluginTensorRTMajor();
