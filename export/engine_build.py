@@ -215,7 +215,9 @@ def _build_plan(
     if options.precision is Precision.FP16 and typing is NetworkTyping.WEAK:
         config.set_flag(trt_module.BuilderFlag.FP16)
         config.set_flag(trt_module.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        fp32_layers = pin_fp32_layers(trt_module, network)
+        from export.engine_precision import calibrated_fp32_nodes
+
+        fp32_layers = pin_fp32_layers(trt_module, network, calibrated_fp32_nodes(options))
     if target.compute_capabilities:
         _set_compute_capabilities(trt_module, config, target.compute_capabilities)
     if options.workspace_bytes is not None:
@@ -270,13 +272,28 @@ def _parse(
         raise BuildError(f"{runtime.label} could not parse {onnx_path}: {first}{more}; see the build log {logger.path}")
 
 
-def pin_fp32_layers(trt_module: ModuleType, network: trt.INetworkDefinition) -> list[str]:
-    """Normalization and softmax layers compute and output in fp32 (10.x weak typing only)."""
+def layer_node(layer_name: str, nodes: set[str]) -> str | None:
+    """The ONNX node a parsed layer came from: its name, or a prefix the parser extended with '_...'."""
+    if layer_name in nodes:
+        return layer_name
+    cut = layer_name
+    while "_" in cut:
+        cut = cut.rsplit("_", 1)[0]
+        if cut in nodes:
+            return cut
+    return None
+
+
+def pin_fp32_layers(
+    trt_module: ModuleType, network: trt.INetworkDefinition, fp32_nodes: set[str] = frozenset()  # type: ignore[assignment]
+) -> list[str]:
+    """Normalization and softmax layers, and the layers of ``fp32_nodes`` (the calibrated rule's ONNX
+    nodes), compute and output in fp32 (10.x weak typing only)."""
     pinned: list[str] = []
     kinds = (trt_module.LayerType.NORMALIZATION, trt_module.LayerType.SOFTMAX)
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.type in kinds:
+        if layer.type in kinds or layer_node(layer.name, fp32_nodes) is not None:
             layer.precision = trt_module.float32
             for j in range(layer.num_outputs):
                 layer.set_output_type(j, trt_module.float32)

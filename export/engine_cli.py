@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build without a plugin library (only for an ONNX without ESCWindowAttention nodes)",
     )
+    p.add_argument(
+        "--calibration",
+        default=d.calibration,
+        metavar="DIR|auto|off",
+        help="with --fp16: photographs measuring which nodes must stay fp32 (export/fp16_calibration.py); "
+        "auto: scikit-image's, off: by op type only (default: %(default)s)",
+    )
     p.add_argument("--min-shape", default=format_shape(d.profile.min), help="NCHW (default: %(default)s)")
     p.add_argument("--opt-shape", default=format_shape(d.profile.opt), help="NCHW (default: %(default)s)")
     p.add_argument("--max-shape", default=format_shape(d.profile.max), help="NCHW (default: %(default)s)")
@@ -119,6 +126,7 @@ def options_from_args(args: argparse.Namespace) -> EngineOptions:
         compute_capabilities=capabilities,
         plugin=None if args.no_plugin else args.plugin,
         precision=Precision.FP16 if args.fp16 else Precision.FP32,
+        calibration=args.calibration,
         profile=ShapeProfile.parse(args.min_shape, args.opt_shape, args.max_shape),
         workspace_gb=args.workspace_gb,
         timing_cache=args.timing_cache,

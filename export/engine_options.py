@@ -64,6 +64,8 @@ class EngineOptions:
     compute_capabilities: tuple[str, ...] | None = field(default=None, metadata=_kind("choice"))
     plugin: Path | None = field(default=DEFAULT_PLUGIN, metadata=_kind("identity"))
     precision: Precision = field(default=Precision.FP32, metadata=_kind("setting"))
+    # fp16's calibration (export/fp16_calibration.py): 'auto' (bundled photographs), 'off', or a folder.
+    calibration: str = field(default="auto", metadata=_kind("setting"))
     profile: ShapeProfile = field(default=DEFAULT_PROFILE, metadata=_kind("setting"))
     # None: TensorRT's default workspace limit (the device's total memory).
     workspace_gb: float | None = field(default=None, metadata=_kind("setting"))
@@ -80,6 +82,9 @@ class EngineOptions:
             raise ValueError("compute capability: expected at least one, like 8.6, found none")
         if not isinstance(self.precision, Precision):
             raise ValueError(f"precision: expected one of {[p.value for p in Precision]}, found {self.precision!r}")
+        from export.fp16_calibration import check_calibration_choice
+
+        check_calibration_choice(self.calibration)
         if self.workspace_gb is not None and not self.workspace_gb > 0:
             raise ValueError(f"workspace: expected a positive number of GiB, found {self.workspace_gb}")
         for name in ("input_name", "output_name"):

@@ -1,8 +1,8 @@
 """Precision per runtime: weak typing with fp32 islands on TensorRT 10.x, strongly typed elsewhere.
 
 TensorRT 10.x: `--fp16` sets BuilderFlag.FP16 and pins normalization and softmax layers to fp32
-(their reductions over 60+ channels or 256 window tokens lose too much in fp16), enforced by
-BuilderFlag.OBEY_PRECISION_CONSTRAINTS. TensorRT 11.x and TensorRT for RTX have none of that: the
+(their reductions over 60+ channels or 256 window tokens lose too much in fp16), and the layers of
+every node the calibrated fp16 rule keeps in float32, enforced by BuilderFlag.OBEY_PRECISION_CONSTRAINTS. TensorRT 11.x and TensorRT for RTX have none of that: the
 network is strongly typed, so fp16 must already be in the ONNX, which the export step's
 mixed-precision conversion writes.
 """
@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from export.engine_env import TrtRuntime
 from export.engine_options import EngineOptions, Precision, fp16_onnx_path
+
+if TYPE_CHECKING:
+    from export.fp16_calibration import CalibrationSet
 
 
 class NetworkTyping(str, Enum):
@@ -26,19 +30,33 @@ def network_typing(runtime: TrtRuntime) -> NetworkTyping:
 
 
 def is_fp16_mixed(path: Path) -> bool:
-    """True when the ONNX already holds fp16 weights (initializers or Constant nodes of type FLOAT16)."""
+    """True when the ONNX file already holds fp16 weights (export.onnx_fp16.is_mixed_fp16)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    fp16 = onnx.TensorProto.FLOAT16
-    if any(init.data_type == fp16 for init in model.graph.initializer):
-        return True
-    return any(
-        attr.name == "value" and attr.t.data_type == fp16
-        for node in model.graph.node
-        if node.op_type == "Constant"
-        for attr in node.attribute
-    )
+    from export.onnx_fp16 import is_mixed_fp16
+
+    return is_mixed_fp16(onnx.load(str(path), load_external_data=False))
+
+
+def calibration(options: EngineOptions) -> CalibrationSet | None:
+    """The fp16 rule's calibration set for this build: the file's model, up to the profile's largest shape."""
+    from export.fp16_calibration import calibration_for
+    from export.onnx_metadata import read_model_config
+
+    config = read_model_config(options.onnx)
+    return calibration_for(options.calibration, config, large_shape=options.profile.max[2:])
+
+
+def calibrated_fp32_nodes(options: EngineOptions) -> set[str]:
+    """ONNX nodes the rule keeps in float32 (10.x weak typing pins their layers); empty with 'off'."""
+    import onnx
+
+    from export.onnx_fp16 import calibrate
+
+    chosen = calibration(options)
+    if chosen is None:
+        return set()
+    return set(calibrate(onnx.load(str(options.onnx)), chosen).fp32_nodes)
 
 
 def needs_fp16_onnx(options: EngineOptions, typing: NetworkTyping) -> bool:
@@ -60,4 +78,4 @@ def prepare_onnx(options: EngineOptions, typing: NetworkTyping) -> Path:
         return options.onnx
     from export.onnx_fp16 import convert_to_mixed_fp16  # owned by the export step
 
-    return convert_to_mixed_fp16(options.onnx, fp16_onnx_path(options.onnx))
+    return convert_to_mixed_fp16(options.onnx, fp16_onnx_path(options.onnx), calibration(options))

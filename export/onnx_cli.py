@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 from export.cli import ArgumentParser, fail, quiet_exporter_logs
 from export.defaults import DEFAULT_PRESET, DEFAULT_SCALE, DEFAULT_SEED, ENGINES_DIR
+from export.fp16_calibration import DEFAULT_LARGE_SHAPE
 from export.onnx_export import DEFAULT_OPSET, OnnxExportOptions, export_onnx
-from export.shape_profile import parse_shape
+from export.shape_profile import parse_shape, parse_side_pair
 
 if TYPE_CHECKING:
     from esc.models import ESCBase
@@ -25,6 +26,19 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--output", type=Path, help="ONNX file to write; default: under engines/")
     parser.add_argument("--attention", choices=["plugin", "native"], default="plugin")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    parser.add_argument(
+        "--calibration",
+        default="auto",
+        metavar="DIR|auto|off",
+        help="with --precision fp16: photographs measuring which nodes must stay fp32; auto: scikit-image's "
+        "at the model's input scale and one at --calibration-shape; off: by op type only (default: auto)",
+    )
+    parser.add_argument(
+        "--calibration-shape",
+        default="x".join(map(str, DEFAULT_LARGE_SHAPE)),
+        metavar="HxW",
+        help="the largest input the engines will run, calibrated too (shrunk to fit memory; default: %(default)s)",
+    )
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="23+: native attention as one Attention node")
     parser.add_argument("--static-shape", metavar="BxCxHxW", help="fix the input shape")
     return parser
@@ -56,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             opset=args.opset,
             static_shape=parse_shape(args.static_shape) if args.static_shape else None,
+            calibration=args.calibration,
+            calibration_shape=parse_side_pair(args.calibration_shape),
         )
         model = esc.load_model(args.checkpoint) if args.checkpoint else default_model()
         output = args.output or default_output(args.checkpoint, options)
@@ -65,4 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(exc))
     print(f"wrote {summary.path} in {time.perf_counter() - start:.1f} s")
     print(summary.line())
+    if summary.fp16_line:
+        print(summary.fp16_line)
     return 0

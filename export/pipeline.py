@@ -26,7 +26,7 @@ ORT_TOLERANCE = 1e-4  # float32 ONNX Runtime vs PyTorch, max abs
 
 def photograph(model: ESCBase) -> np.ndarray:
     """scikit-image's astronaut as the model's low-resolution input (1, 3, h, w) in [0, 1]."""
-    from validation.images import skimage_photographs, to_low_res
+    from export.photographs import skimage_photographs, to_low_res
 
     ((name, rgb),) = skimage_photographs(("astronaut",))
     config = model.config

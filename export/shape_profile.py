@@ -40,6 +40,14 @@ def parse_shape(text: str) -> Shape:
     return (dims[0], dims[1], dims[2], dims[3])
 
 
+def parse_side_pair(text: str) -> tuple[int, int]:
+    """'1080x1920' -> (1080, 1920); ValueError saying what was expected otherwise."""
+    parts = text.strip().lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"expected a size HxW like 1080x1920, found {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def _check_channels(shape: Shape, role: str) -> None:
     if shape[1] != CHANNELS:
         raise ValueError(f"{role} shape {format_shape(shape)}: expected {CHANNELS} channels (RGB), found {shape[1]}")

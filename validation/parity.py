@@ -5,8 +5,9 @@ ONNX Runtime on the plugin and native graphs in float32 and mixed fp16, and a Te
 that cannot run here are listed as "skipped: reason". Writes parity.json, parity.md and parity.png.
 
 Exit code: 0 when every backend that ran passed, 1 when one failed (or none ran), 2 on a usage error.
-Thresholds: THRESHOLDS in validation/parity_stats.py. Checkpoints whose activations overflow float16
-(the random-weight golden light_x4) fail the fp16 backends by construction: use --backends torch,onnxruntime.
+Thresholds: THRESHOLDS in validation/parity_stats.py. Every fp16 backend keeps in float32 what the
+calibrated fp16 rule (esc/fp16.py) says, on the same calibration set (--calibration); an fp16 backend
+that still fails gets a line naming the first value that overflows fp16 and the command to calibrate.
 The library is validation/parity_suite.py (runners: parity_runners.py, comparators: parity_stats.py).
 """
 
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from export.cli import ArgumentParser, fail, quiet_exporter_logs
 from export.defaults import DEFAULT_PLUGIN, DEFAULT_PRESET, DEFAULT_SCALE
+from export.fp16_calibration import DEFAULT_LARGE_SHAPE
+from export.shape_profile import parse_side_pair
 from validation.images import DEFAULT_IMAGES, DEFAULT_MAX_SIDE
 from validation.parity_runners import BACKENDS, GROUPS
 
@@ -48,6 +51,19 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--engine", type=Path, help="TensorRT engine to check (default: build one in --report-dir)")
     parser.add_argument("--plugin", type=Path, default=DEFAULT_PLUGIN, help="TensorRT plugin library")
     parser.add_argument("--trt-precision", choices=["fp16", "fp32"], default="fp16", help="of the engine built")
+    parser.add_argument(
+        "--calibration",
+        default="auto",
+        metavar="DIR|auto|off",
+        help="the fp16 rule's calibration for every fp16 backend (as export/to_onnx.py --precision fp16): "
+        "auto: scikit-image's photographs, off: by op type only (default: auto)",
+    )
+    parser.add_argument(
+        "--calibration-shape",
+        default="x".join(map(str, DEFAULT_LARGE_SHAPE)),
+        metavar="HxW",
+        help="the large calibration input (shrunk to fit memory; default: %(default)s)",
+    )
     return parser
 
 
@@ -84,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             plugin=args.plugin,
             work_dir=args.report_dir,
             progress=sys.stderr.isatty(),
+            calibration=args.calibration,
+            calibration_shape=parse_side_pair(args.calibration_shape),
         )
     except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
         fail(str(exc))

@@ -45,6 +45,7 @@ def _backend_json(r: BackendResult) -> dict[str, Any]:
         "comparison": r.verdict.as_json() if r.verdict else None,
         "drift": r.drift.as_json() if r.drift else None,
         "drift_error": r.drift_error or None,
+        "fp16_diagnosis": r.fp16_diagnosis or None,
     }
 
 
@@ -70,6 +71,8 @@ def report_json(result: ParityResult) -> dict[str, Any]:
         "thresholds": {k: {n: json_number(v) for n, v in asdict(t).items()} for k, t in result.thresholds.items()},
         "backends": [_backend_json(r) for r in result.results],
         "cross_checks": [c.as_json() for c in result.cross_checks],
+        "fp16_calibration": result.calibration,
+        "block_max_abs": {b.block: json_number(b.max_abs) for b in result.block_ranges},
         "seconds": round(result.seconds, 2),
     }
 
@@ -159,10 +162,12 @@ def write_figure(result: ParityResult, path: Path) -> None:
 
     reference = result.result("torch-fp32").run
     rows = [r for r in result.compared if r.run is not None and r.verdict is not None and r.verdict.per_image]
-    fig = Figure(figsize=(13, 3.2 * max(len(rows), 1)), layout="constrained")
+    fig = Figure(figsize=(13, 3.2 * (max(len(rows), 1) + 1)), layout="constrained")
     FigureCanvasAgg(fig)
+    grid = max(len(rows), 1) + 1  # the last row: per-block activations against fp16's limit
+    _block_range_panel(fig.add_subplot(grid, 1, grid), result)
     if not rows or reference is None:
-        fig.text(0.5, 0.5, "no backend was compared", ha="center", va="center")
+        fig.text(0.5, 0.75, "no backend was compared", ha="center", va="center")
     for row, r in enumerate(rows):
         assert r.run is not None and r.verdict is not None and reference is not None
         image = r.verdict.worst_image
@@ -172,7 +177,7 @@ def write_figure(result: ParityResult, path: Path) -> None:
         y0 = int(np.clip(cy - CROP, 0, max(error.shape[0] - 2 * CROP, 0)))
         x0 = int(np.clip(cx - CROP, 0, max(error.shape[1] - 2 * CROP, 0)))
         crop = (slice(y0, y0 + 2 * CROP), slice(x0, x0 + 2 * CROP))
-        panels = [fig.add_subplot(len(rows), 4, 4 * row + k + 1) for k in range(4)]
+        panels = [fig.add_subplot(grid, 4, 4 * row + k + 1) for k in range(4)]
         vmax = float(error.max()) or 1e-12
         im = panels[0].imshow(error, cmap="inferno", vmin=0, vmax=vmax)
         panels[0].add_patch(_rectangle(x0, y0, 2 * CROP))
@@ -191,6 +196,22 @@ def write_figure(result: ParityResult, path: Path) -> None:
     fig.suptitle(f"Parity against torch-fp32: {'PASS' if result.passed else 'FAIL'}", fontsize=11)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
+
+
+def _block_range_panel(ax: Any, result: ParityResult) -> None:
+    """Max |activation| of each block (float32 reference, parity inputs), log scale, with fp16's limits."""
+    from esc.fp16 import FP16_MAX, SAFE_LIMIT
+
+    names = [b.block for b in result.block_ranges]
+    values = [max(b.max_abs, 1e-12) if np.isfinite(b.max_abs) else FP16_MAX * 1e6 for b in result.block_ranges]
+    colours = ["tab:red" if v > FP16_MAX else "tab:orange" if v > SAFE_LIMIT else "tab:blue" for v in values]
+    ax.bar(names, values, color=colours)
+    ax.set_yscale("log")
+    ax.axhline(FP16_MAX, color="tab:red", linestyle="--", label=f"fp16 max {FP16_MAX:g}")
+    ax.axhline(SAFE_LIMIT, color="tab:orange", linestyle=":", label=f"fp16 rule's limit {SAFE_LIMIT:g}")
+    ax.set_ylabel("max |activation|")
+    ax.set_title("float32 block outputs on the parity inputs against fp16's range", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
 
 
 def _rectangle(x0: int, y0: int, side: int) -> Any:

@@ -33,7 +33,9 @@ import numpy as np
 from export.files import atomic_output
 
 if TYPE_CHECKING:
+    from esc.fp16 import ModuleRange
     from esc.models import ESCBase
+    from export.fp16_calibration import CalibrationSet
     from validation.images import InputImage
 
 BackendKind = Literal["torch", "onnxruntime", "tensorrt"]
@@ -145,13 +147,30 @@ def run_inputs(runner: Runner, inputs: Sequence[InputImage], *, progress: bool =
 class TorchRunner:
     """The eager model (a copy) in float32 or float16 on ``device``."""
 
-    def __init__(self, name: str, model: ESCBase, *, precision: Precision, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        name: str,
+        model: ESCBase,
+        *,
+        precision: Precision,
+        device: str = "cpu",
+        fp16_ranges: Mapping[str, ModuleRange] | None = None,
+    ) -> None:
+        """``fp16_ranges`` (fp16 only): calibrated module ranges; the modules the fp16 rule (esc/fp16.py)
+        keeps in float32 then run in float32, as the calibrated ONNX and engines do."""
         import torch
+
+        from esc.fp16 import to_mixed_half
 
         self.name = name
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.device = torch.device(device)
-        self.model = copy.deepcopy(model).eval().to(self.device, self.dtype)
+        self.fp32_modules: list[str] = []
+        if precision == "fp16" and fp16_ranges is not None:
+            mixed, self.fp32_modules = to_mixed_half(model, fp16_ranges)
+            self.model = mixed.eval().to(self.device)
+        else:
+            self.model = copy.deepcopy(model).eval().to(self.device, self.dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
@@ -161,7 +180,8 @@ class TorchRunner:
         return y.float().cpu().numpy()
 
     def describe(self) -> str:
-        return f"eager PyTorch, {self.dtype}, {self.device}, attention {self.model.attention}"
+        islands = f", {len(self.fp32_modules)} modules in float32 by the fp16 rule" if self.fp32_modules else ""
+        return f"eager PyTorch, {self.dtype}, {self.device}, attention {self.model.attention}{islands}"
 
 
 class OnnxRuntimeRunner:
@@ -279,16 +299,22 @@ def export_graphs(model: ESCBase, graphs: Sequence[Graph]) -> dict[str, Any]:
     return {g: _GRAPH_CACHE[key, g, "fp32"] for g in graphs}
 
 
-def fp16_graph(fp32_proto: Any) -> Any:
-    """The mixed-fp16 copy of an fp32 graph (cheap: no re-export)."""
-    from export.onnx_fp16 import to_mixed_fp16
+def fp16_graph(fp32_proto: Any, calibration: CalibrationSet | None) -> Any:
+    """The mixed-fp16 copy of an fp32 graph (no re-export), calibrated unless ``calibration`` is None."""
+    from export.onnx_fp16 import calibrate, to_mixed_fp16
 
+    plan = calibrate(fp32_proto, calibration) if calibration is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "the float32 number 4e-08 will be truncated to 1e-07"
-        return to_mixed_fp16(fp32_proto)
+        return to_mixed_fp16(fp32_proto, plan)
 
 
-def graph_for(backend: Backend, fp32_graphs: Mapping[str, Any], fp16_cache: dict[str, Any]) -> Any:
+def graph_for(
+    backend: Backend,
+    fp32_graphs: Mapping[str, Any],
+    fp16_cache: dict[str, Any],
+    calibration: CalibrationSet | None = None,
+) -> Any:
     """The ModelProto ``backend`` runs: an fp32 graph as given, or its fp16 conversion (cached)."""
     if backend.graph is None:
         raise ValueError(f"{backend.name} runs no ONNX graph")
@@ -296,7 +322,7 @@ def graph_for(backend: Backend, fp32_graphs: Mapping[str, Any], fp16_cache: dict
     if backend.precision == "fp32":
         return proto
     if backend.graph not in fp16_cache:
-        fp16_cache[backend.graph] = fp16_graph(proto)
+        fp16_cache[backend.graph] = fp16_graph(proto, calibration)
     return fp16_cache[backend.graph]
 
 
@@ -310,6 +336,7 @@ def build_parity_engine(
     precision: Precision,
     plugin: Path,
     work_dir: Path,
+    calibration: str = "auto",
     log: Callable[[str], None] = print,
 ) -> Path:
     """Build an engine from the fp32 plugin graph whose profile covers every parity input."""
@@ -334,6 +361,7 @@ def build_parity_engine(
         onnx=onnx_path,
         plugin=plugin,
         precision=EnginePrecision(precision),
+        calibration=calibration,
         profile=profile,
         output=work_dir / f"parity_{precision}.engine",
     )

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from export.defaults import DEFAULT_PLUGIN
+from export.fp16_calibration import DEFAULT_LARGE_SHAPE, CalibrationSet, calibration_for, check_calibration_choice
+from validation.parity_fp16 import BlockRange, Fp16Context, block_ranges, diagnose
 from validation.parity_drift import DriftReport, localise_drift
 from validation.parity_runners import (
     BACKENDS,
@@ -32,7 +34,6 @@ from validation.parity_runners import (
     TorchRunner,
     build_parity_engine,
     export_graphs,
-    graph_for,
     run_inputs,
     skip_reason,
 )
@@ -58,11 +59,15 @@ class ParityOptions:
     work_dir: Path = Path("reports/parity")
     progress: bool = False
     localise: bool = True
+    # The fp16 rule's calibration (export/fp16_calibration.py), the same for every fp16 backend.
+    calibration: str = "auto"
+    calibration_shape: tuple[int, int] = DEFAULT_LARGE_SHAPE
 
     def __post_init__(self) -> None:
         unknown = [b for b in self.backends or () if b not in BACKENDS]
         if unknown:
             raise ValueError(f"unknown backends {unknown}; known: {', '.join(BACKENDS)}")
+        check_calibration_choice(self.calibration)
 
 
 @dataclass
@@ -75,6 +80,7 @@ class BackendResult:
     drift: DriftReport | None = None
     drift_error: str = ""
     run: RunOutputs | None = None
+    fp16_diagnosis: str = ""  # where an fp16 backend that failed overflows (validation/parity_fp16.py)
 
     @property
     def name(self) -> str:
@@ -99,6 +105,8 @@ class ParityResult:
     machine: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(THRESHOLDS))
+    calibration: dict[str, Any] = field(default_factory=dict)  # {} when fp16 ran uncalibrated
+    block_ranges: list[BlockRange] = field(default_factory=list)  # the reference's, on the parity inputs
 
     @property
     def compared(self) -> list[BackendResult]:
@@ -120,6 +128,7 @@ class ParityResult:
         out += [c.line() for c in self.cross_checks]
         out += [r.drift.line() for r in self.results if r.drift is not None]
         out += [f"drift: {r.name}: not localised: {r.drift_error}" for r in self.results if r.drift_error]
+        out += [r.fp16_diagnosis for r in self.results if r.fp16_diagnosis]
         if not self.compared:
             out.append("FAIL: no backend besides the reference ran, so nothing was compared")
         return out
@@ -173,12 +182,12 @@ def run_parity(
     reference_runner = TorchRunner(REFERENCE, reference_model, precision="fp32", device="cpu")
     reference = run_inputs(reference_runner, inputs, progress=options.progress)
     results[REFERENCE].status, results[REFERENCE].run = "reference", reference
-    fp16_cache: dict[str, Any] = {}
+    fp16 = Fp16Context(model, _calibration(model, options, runnable, log), options.calibration)
     for r in runnable:
         if r.name == REFERENCE:
             continue
         t0 = time.perf_counter()
-        _run_one(r, model, inputs, reference, fp32_graphs, fp16_cache, table, options, reference_model, log)
+        _run_one(r, model, inputs, reference, fp32_graphs, fp16, table, options, reference_model, log)
         # Progress only: the verdict lines are printed together in the summary (ParityResult.lines).
         log(f"ran {r.name} ({r.status}) in {time.perf_counter() - t0:.1f} s")
 
@@ -191,7 +200,21 @@ def run_parity(
         machine=machine_info(),
         seconds=time.perf_counter() - start,
         thresholds=table,
+        calibration=fp16.calibration.describe() if fp16.calibration is not None else {},
+        block_ranges=block_ranges(reference_model, inputs),
     )
+
+
+def _calibration(
+    model: ESCBase, options: ParityOptions, runnable: Sequence[BackendResult], log: Callable[[str], None]
+) -> CalibrationSet | None:
+    """The fp16 rule's calibration set, when an fp16 backend runs and calibration is on."""
+    if not any(r.precision == "fp16" for r in runnable):
+        return None
+    chosen = calibration_for(options.calibration, model.config, large_shape=options.calibration_shape)
+    if chosen is not None:
+        log("fp16 calibration on " + ", ".join(chosen.describe()["inputs"]))
+    return chosen
 
 
 def _reference_model(model: ESCBase) -> ESCBase:
@@ -211,18 +234,19 @@ def _make_runner(
     model: ESCBase,
     inputs: Sequence[InputImage],
     fp32_graphs: Mapping[str, Any],
-    fp16_cache: dict[str, Any],
+    fp16: Fp16Context,
     options: ParityOptions,
     log: Callable[[str], None],
 ) -> Runner:
     backend = r.backend
     if backend.kind == "torch":
         device = options.torch_device
-        runner = TorchRunner(backend.name, model, precision=backend.precision, device=device)
+        ranges = fp16.module_ranges() if backend.precision == "fp16" else None
+        runner = TorchRunner(backend.name, model, precision=backend.precision, device=device, fp16_ranges=ranges)
         runner.model.set_attention(REFERENCE_ATTENTION if device == "cpu" else "auto")
         return runner
     if backend.kind == "onnxruntime":
-        return OnnxRuntimeRunner(backend.name, graph_for(backend, fp32_graphs, fp16_cache))
+        return OnnxRuntimeRunner(backend.name, fp16.graph_for(backend, fp32_graphs))
     engine = options.engine
     if engine is None:
         engine = build_parity_engine(
@@ -231,6 +255,7 @@ def _make_runner(
             precision=options.trt_precision,
             plugin=options.plugin,
             work_dir=options.work_dir,
+            calibration=options.calibration,
             log=log,
         )
     trt_runner = TensorRTRunner(backend.name, engine, plugin=options.plugin if options.plugin.is_file() else None)
@@ -244,7 +269,7 @@ def _run_one(
     inputs: Sequence[InputImage],
     reference: RunOutputs,
     fp32_graphs: Mapping[str, Any],
-    fp16_cache: dict[str, Any],
+    fp16: Fp16Context,
     table: Mapping[str, Threshold],
     options: ParityOptions,
     reference_model: ESCBase,
@@ -253,7 +278,7 @@ def _run_one(
     from export.engine_env import MissingDependencyError
 
     try:
-        runner = _make_runner(r, model, inputs, fp32_graphs, fp16_cache, options, log)
+        runner = _make_runner(r, model, inputs, fp32_graphs, fp16, options, log)
     except MissingDependencyError as exc:  # e.g. the TensorRT plugin library is not built
         r.status, r.reason = "skipped", str(exc)
         return
@@ -268,14 +293,16 @@ def _run_one(
     key = f"tensorrt-{r.precision}" if r.backend.kind == "tensorrt" else r.name
     r.verdict = compare(r.name, r.run.outputs, REFERENCE, reference.outputs, threshold_key=key, thresholds=table)
     r.status = "PASS" if r.verdict.passed else "FAIL"
+    if r.status == "FAIL" and r.precision == "fp16":
+        r.fp16_diagnosis = diagnose(r.name, r.backend.kind, fp16, fp32_graphs, inputs)
     if r.status == "FAIL" and options.localise:
-        _localise(r, fp32_graphs, fp16_cache, inputs, reference_model, log)
+        _localise(r, fp32_graphs, fp16, inputs, reference_model, log)
 
 
 def _localise(
     r: BackendResult,
     fp32_graphs: Mapping[str, Any],
-    fp16_cache: dict[str, Any],
+    fp16: Fp16Context,
     inputs: Sequence[InputImage],
     reference_model: ESCBase,
     log: Callable[[str], None],
@@ -287,7 +314,7 @@ def _localise(
     try:
         r.drift = localise_drift(
             r.name,
-            graph_for(r.backend, fp32_graphs, fp16_cache),
+            fp16.graph_for(r.backend, fp32_graphs),
             reference_model,
             image.pixels,
             image=image.name,
