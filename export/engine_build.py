@@ -285,7 +285,9 @@ def layer_node(layer_name: str, nodes: set[str]) -> str | None:
 
 
 def pin_fp32_layers(
-    trt_module: ModuleType, network: trt.INetworkDefinition, fp32_nodes: set[str] = frozenset()  # type: ignore[assignment]
+    trt_module: ModuleType,
+    network: trt.INetworkDefinition,
+    fp32_nodes: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[str]:
     """Normalization and softmax layers, and the layers of ``fp32_nodes`` (the calibrated rule's ONNX
     nodes), compute and output in fp32 (10.x weak typing only)."""

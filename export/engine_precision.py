@@ -2,9 +2,9 @@
 
 TensorRT 10.x: `--fp16` sets BuilderFlag.FP16 and pins normalization and softmax layers to fp32
 (their reductions over 60+ channels or 256 window tokens lose too much in fp16), and the layers of
-every node the calibrated fp16 rule keeps in float32, enforced by BuilderFlag.OBEY_PRECISION_CONSTRAINTS. TensorRT 11.x and TensorRT for RTX have none of that: the
-network is strongly typed, so fp16 must already be in the ONNX, which the export step's
-mixed-precision conversion writes.
+every node the calibrated fp16 rule keeps in float32, enforced by OBEY_PRECISION_CONSTRAINTS.
+TensorRT 11.x and TensorRT for RTX have none of that: the network is strongly typed, so fp16 must
+already be in the ONNX, which the export step's calibrated mixed-precision conversion writes.
 """
 
 from __future__ import annotations

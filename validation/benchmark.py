@@ -45,6 +45,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, help="official checkpoint instead of the preset")
     parser.add_argument("--plugin", type=Path, default=DEFAULT_PLUGIN, help="TensorRT plugin library")
     parser.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR, help=f"default {DEFAULT_REPORT_DIR}")
+    parser.add_argument("--calibration", default="auto", metavar="DIR|auto|off",
+                        help="fp16 cases: the calibrated fp16 rule's photographs (default: auto)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint=args.checkpoint,
             plugin=args.plugin,
             work_dir=args.report_dir,
+            calibration=args.calibration,
         )
         models = build_models(options)
     except (ValueError, OSError) as exc:  # CheckpointError is a ValueError; int('x') too

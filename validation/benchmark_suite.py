@@ -27,6 +27,7 @@ from export.defaults import DEFAULT_PLUGIN, DEFAULT_PRESET, DEFAULT_SEED
 
 if TYPE_CHECKING:
     from esc.models import ESCBase
+    from validation.parity_fp16 import Fp16Context
     from validation.parity_runners import Graph
 
 Device = Literal["cuda", "cpu"]
@@ -51,6 +52,8 @@ class BenchmarkOptions:
     checkpoint: Path | None = None
     plugin: Path = DEFAULT_PLUGIN
     work_dir: Path = Path("reports/benchmark")
+    # fp16 cases follow the calibrated fp16 rule (esc/fp16.py), as parity does: 'auto', 'off' or a folder.
+    calibration: str = "auto"
 
     def __post_init__(self) -> None:
         unknown = [b for b in self.backends if b not in BACKENDS]
@@ -58,6 +61,9 @@ class BenchmarkOptions:
             raise ValueError(f"unknown backends {unknown}; expected some of {', '.join(BACKENDS)}")
         if self.runs < 1 or self.warmup < 0:
             raise ValueError(f"expected runs >= 1 and warmup >= 0, found {self.runs} and {self.warmup}")
+        from export.fp16_calibration import check_calibration_choice
+
+        check_calibration_choice(self.calibration)
         bad = [d for d in self.dtypes if d not in ("fp16", "fp32")]
         if bad or not self.dtypes:
             raise ValueError(f"dtypes: expected fp16 and/or fp32, found {list(self.dtypes)}")
@@ -248,13 +254,33 @@ class Prepared:
     fixed_memory_mib: float | None = None  # TensorRT: the engine's device memory
 
 
-def _prepare_eager(model: ESCBase, backend: str, dtype: DType, device: Device, shape: tuple[int, ...]) -> Prepared:
+_FP16_CONTEXTS: dict[tuple[str, str], Fp16Context] = {}
+
+
+def fp16_context(model: ESCBase, calibration: str) -> Fp16Context:
+    """The fp16 rule's calibration of ``model``, made once per model and choice (as in a parity run)."""
+    from export.fp16_calibration import calibration_for
+    from validation.parity_fp16 import Fp16Context
+    from validation.parity_runners import model_fingerprint
+
+    key = (model_fingerprint(model), calibration)
+    if key not in _FP16_CONTEXTS:
+        _FP16_CONTEXTS[key] = Fp16Context(model, calibration_for(calibration, model.config), calibration)
+    return _FP16_CONTEXTS[key]
+
+
+def _prepare_eager(
+    model: ESCBase, backend: str, dtype: DType, device: Device, shape: tuple[int, ...], calibration: str
+) -> Prepared:
     import copy
 
     import torch
 
     torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
-    net = copy.deepcopy(model).to(device, torch_dtype).eval()
+    if dtype == "fp16":
+        net = fp16_context(model, calibration).mixed_model()[0].to(device).eval()
+    else:
+        net = copy.deepcopy(model).to(device, torch_dtype).eval()
     net.set_attention(backend.removeprefix("eager-"))
     x = torch.rand(shape, device=device, dtype=torch_dtype)
 
@@ -267,16 +293,22 @@ def _prepare_eager(model: ESCBase, backend: str, dtype: DType, device: Device, s
 
 
 def _prepare_onnxruntime(
-    model: ESCBase, dtype: DType, device: Device, shape: tuple[int, ...], *, graph_kind: Graph = "native"
+    model: ESCBase,
+    dtype: DType,
+    device: Device,
+    shape: tuple[int, ...],
+    calibration: str,
+    *,
+    graph_kind: Graph = "native",
 ) -> Prepared:
     import numpy as np
     import onnxruntime as ort
 
-    from validation.parity_runners import export_graphs, fp16_graph
+    from validation.parity_runners import export_graphs
 
     proto = export_graphs(model, [graph_kind])[graph_kind]
     if dtype == "fp16":
-        proto = fp16_graph(proto)
+        proto = fp16_context(model, calibration).mixed_graph(graph_kind, proto)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     session_options = ort.SessionOptions()
     session_options.log_severity_level = 3
@@ -310,6 +342,7 @@ def _prepare_tensorrt(model: ESCBase, dtype: DType, shape: tuple[int, ...], opti
         onnx=onnx_path,
         plugin=options.plugin,
         precision=EnginePrecision(dtype),
+        calibration=options.calibration,
         profile=ShapeProfile(static, static, static),
         output=options.work_dir / f"benchmark_x{model.config.scale}_{dtype}_{h}x{w}.engine",
     )
@@ -376,10 +409,12 @@ def run_case(
     shape = (1, 3, h, w)
     try:
         if backend.startswith("eager-"):
-            prepared = _prepare_eager(model, backend, dtype, options.device, shape)
+            prepared = _prepare_eager(model, backend, dtype, options.device, shape, options.calibration)
         elif backend in ("onnxruntime", "onnxruntime-plugin"):
             graph_kind: Graph = "plugin" if backend == "onnxruntime-plugin" else "native"
-            prepared = _prepare_onnxruntime(model, dtype, options.device, shape, graph_kind=graph_kind)
+            prepared = _prepare_onnxruntime(
+                model, dtype, options.device, shape, options.calibration, graph_kind=graph_kind
+            )
         else:
             prepared = _prepare_tensorrt(model, dtype, shape, options)
         times, peak, before = measure(

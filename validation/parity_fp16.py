@@ -48,8 +48,8 @@ class Fp16Context:
         return self._module_ranges
 
     def plan(self, graph: str, proto: Any) -> Fp16Plan:
-        from export.onnx_fp16 import calibrate, fp32_op_types
         from export.onnx_calibration import plan_fp16
+        from export.onnx_fp16 import calibrate, fp32_op_types
 
         if graph not in self._plans:
             if self.calibration is None:
@@ -58,23 +58,37 @@ class Fp16Context:
                 self._plans[graph] = calibrate(proto, self.calibration)
         return self._plans[graph]
 
-    def graph_for(self, backend: Backend, fp32_graphs: Mapping[str, Any]) -> Any:
-        """The ModelProto ``backend`` runs: the fp32 graph, or its fp16 conversion under the plan."""
+    def mixed_graph(self, graph: str, proto: Any) -> Any:
+        """The fp16 conversion of the fp32 ``graph`` ('plugin' or 'native') under the plan, made once."""
         import warnings
 
         from export.onnx_fp16 import to_mixed_fp16
 
+        if graph not in self._graphs:
+            plan = self.plan(graph, proto)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "the float32 number 4e-08 will be truncated to 1e-07"
+                self._graphs[graph] = to_mixed_fp16(proto, plan)
+        return self._graphs[graph]
+
+    def mixed_model(self) -> tuple[ESCBase, list[str]]:
+        """The eager model in float16, with the modules the rule keeps in float32 (none without calibration)."""
+        import copy
+
+        from esc.fp16 import to_mixed_half
+
+        ranges = self.module_ranges()
+        if ranges is None:
+            return copy.deepcopy(self.model).half(), []
+        mixed, kept = to_mixed_half(self.model, ranges)
+        return mixed, kept  # type: ignore[return-value]
+
+    def graph_for(self, backend: Backend, fp32_graphs: Mapping[str, Any]) -> Any:
+        """The ModelProto ``backend`` runs: the fp32 graph, or its fp16 conversion under the plan."""
         if backend.graph is None:
             raise ValueError(f"{backend.name} runs no ONNX graph")
         proto = fp32_graphs[backend.graph]
-        if backend.precision == "fp32":
-            return proto
-        if backend.graph not in self._graphs:
-            plan = self.plan(backend.graph, proto)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "the float32 number 4e-08 will be truncated to 1e-07"
-                self._graphs[backend.graph] = to_mixed_fp16(proto, plan)
-        return self._graphs[backend.graph]
+        return proto if backend.precision == "fp32" else self.mixed_graph(backend.graph, proto)
 
 
 def _measuring_copy(model: ESCBase) -> ESCBase:

@@ -22,8 +22,7 @@ import hashlib
 import json
 import os
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -33,10 +32,9 @@ import numpy as np
 from export.files import atomic_output
 
 if TYPE_CHECKING:
-    from esc.fp16 import ModuleRange
     from esc.models import ESCBase
-    from export.fp16_calibration import CalibrationSet
     from validation.images import InputImage
+    from validation.parity_fp16 import Fp16Context
 
 BackendKind = Literal["torch", "onnxruntime", "tensorrt"]
 Graph = Literal["plugin", "native"]
@@ -154,20 +152,18 @@ class TorchRunner:
         *,
         precision: Precision,
         device: str = "cpu",
-        fp16_ranges: Mapping[str, ModuleRange] | None = None,
+        fp16: Fp16Context | None = None,
     ) -> None:
-        """``fp16_ranges`` (fp16 only): calibrated module ranges; the modules the fp16 rule (esc/fp16.py)
-        keeps in float32 then run in float32, as the calibrated ONNX and engines do."""
+        """fp16 takes the model from ``fp16`` (validation/parity_fp16.py): the modules the calibrated
+        rule keeps in float32 run in float32, as in the calibrated ONNX and engines."""
         import torch
-
-        from esc.fp16 import to_mixed_half
 
         self.name = name
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.device = torch.device(device)
         self.fp32_modules: list[str] = []
-        if precision == "fp16" and fp16_ranges is not None:
-            mixed, self.fp32_modules = to_mixed_half(model, fp16_ranges)
+        if precision == "fp16" and fp16 is not None:
+            mixed, self.fp32_modules = fp16.mixed_model()
             self.model = mixed.eval().to(self.device)
         else:
             self.model = copy.deepcopy(model).eval().to(self.device, self.dtype)
@@ -297,33 +293,6 @@ def export_graphs(model: ESCBase, graphs: Sequence[Graph]) -> dict[str, Any]:
         if (key, g, "fp32") not in _GRAPH_CACHE:
             _GRAPH_CACHE[key, g, "fp32"] = onnx.load_from_string(_export_bytes(model, g))
     return {g: _GRAPH_CACHE[key, g, "fp32"] for g in graphs}
-
-
-def fp16_graph(fp32_proto: Any, calibration: CalibrationSet | None) -> Any:
-    """The mixed-fp16 copy of an fp32 graph (no re-export), calibrated unless ``calibration`` is None."""
-    from export.onnx_fp16 import calibrate, to_mixed_fp16
-
-    plan = calibrate(fp32_proto, calibration) if calibration is not None else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "the float32 number 4e-08 will be truncated to 1e-07"
-        return to_mixed_fp16(fp32_proto, plan)
-
-
-def graph_for(
-    backend: Backend,
-    fp32_graphs: Mapping[str, Any],
-    fp16_cache: dict[str, Any],
-    calibration: CalibrationSet | None = None,
-) -> Any:
-    """The ModelProto ``backend`` runs: an fp32 graph as given, or its fp16 conversion (cached)."""
-    if backend.graph is None:
-        raise ValueError(f"{backend.name} runs no ONNX graph")
-    proto = fp32_graphs[backend.graph]
-    if backend.precision == "fp32":
-        return proto
-    if backend.graph not in fp16_cache:
-        fp16_cache[backend.graph] = fp16_graph(proto, calibration)
-    return fp16_cache[backend.graph]
 
 
 # ---------------------------------------------------------------------------------------------- TensorRT

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from export.defaults import DEFAULT_PLUGIN
 from export.fp16_calibration import DEFAULT_LARGE_SHAPE, CalibrationSet, calibration_for, check_calibration_choice
-from validation.parity_fp16 import BlockRange, Fp16Context, block_ranges, diagnose
 from validation.parity_drift import DriftReport, localise_drift
+from validation.parity_fp16 import BlockRange, Fp16Context, block_ranges, diagnose
 from validation.parity_runners import (
     BACKENDS,
     REFERENCE,
@@ -241,8 +241,7 @@ def _make_runner(
     backend = r.backend
     if backend.kind == "torch":
         device = options.torch_device
-        ranges = fp16.module_ranges() if backend.precision == "fp16" else None
-        runner = TorchRunner(backend.name, model, precision=backend.precision, device=device, fp16_ranges=ranges)
+        runner = TorchRunner(backend.name, model, precision=backend.precision, device=device, fp16=fp16)
         runner.model.set_attention(REFERENCE_ATTENTION if device == "cpu" else "auto")
         return runner
     if backend.kind == "onnxruntime":
