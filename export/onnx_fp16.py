@@ -10,6 +10,7 @@ stayed float32 and why in its ``esc.fp16`` metadata.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ from export.onnx_calibration import FP16_KEY, Fp16Plan, measure_value_ranges, pl
 
 if TYPE_CHECKING:
     from export.fp16_calibration import CalibrationSet
+
+SOURCE_KEY = "esc.fp16.source"  # the fp32 file's sha256 and the calibration a converted file came from
 
 # Ops whose statistics or exponentials must stay in float32.
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Attention")
@@ -51,6 +54,13 @@ def to_mixed_fp16(model: onnx.ModelProto, plan: Fp16Plan | None = None) -> onnx.
     plan = plan or plan_fp16(model, None, op_types=fp32_op_types())
     copy = onnx.ModelProto()
     copy.CopyFrom(model)  # the converter rewrites the model it is given in place
+    # With value_info for a weight, the converter casts it to fp16 and back in front of a float32 node
+    # (clipping weights beyond 65504) instead of keeping it float32; weights need no value_info.
+    weights = {init.name for init in copy.graph.initializer}
+    kept_info = [v for v in copy.graph.value_info if v.name not in weights]
+    del copy.graph.value_info[:]
+    copy.graph.value_info.extend(kept_info)
+    _unshare_weights(copy, set(plan.fp32_nodes), set(fp32_op_types()))
     table_consumers = [n.name for n in copy.graph.node if n.op_type == contract.OP_TYPE]
     with warnings.catch_warnings():
         # One warning per weight below fp16's smallest subnormal, each rounded to +-1e-7: expected, not news.
@@ -76,6 +86,37 @@ def to_mixed_fp16(model: onnx.ModelProto, plan: Fp16Plan | None = None) -> onnx.
     )
     onnx.helper.set_model_props(converted, {**{p.key: p.value for p in converted.metadata_props}, FP16_KEY: metadata})
     return converted
+
+
+def _unshare_weights(model: onnx.ModelProto, fp32_nodes: set[str], fp32_ops: set[str]) -> int:
+    """Give float32 nodes their own copy of each weight they share with fp16 nodes; returns the count.
+
+    The exporter deduplicates equal weights (e.g. every LayerNorm's ones), and the converter keeps a
+    weight float32 whenever a float32 node reads it, which would hand fp16 nodes a float32 input.
+    """
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+
+    def in_fp32(node: onnx.NodeProto) -> bool:
+        return node.name in fp32_nodes or node.op_type in fp32_ops
+
+    sides: dict[str, set[bool]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name in weights:
+                sides.setdefault(name, set()).add(in_fp32(node))
+    shared = {name for name, kinds in sides.items() if kinds == {True, False}}
+    for name in sorted(shared):
+        twin = onnx.TensorProto()
+        twin.CopyFrom(weights[name])
+        twin.name = f"{name}__fp32"
+        graph.initializer.append(twin)
+    for node in graph.node:
+        if in_fp32(node):
+            for i, name in enumerate(node.input):
+                if name in shared:
+                    node.input[i] = f"{name}__fp32"
+    return len(shared)
 
 
 def _drop_fp16_round_trips(graph: onnx.GraphProto) -> int:
@@ -161,13 +202,26 @@ def is_mixed_fp16(model: onnx.ModelProto) -> bool:
 def convert_to_mixed_fp16(src: Path, dst: Path, calibration: CalibrationSet | None) -> Path:
     """Read an fp32 ONNX file, write its mixed-precision fp16 version atomically; returns ``dst``.
 
-    ``calibration`` None: by op type only (the uncalibrated conversion).
+    ``calibration`` None: by op type only (the uncalibrated conversion). A ``dst`` made earlier from
+    the same file with the same calibration is reused: calibration runs the model several times.
     """
+    from export.engine_files import sha256_file
+
+    source = {"sha256": sha256_file(src), "calibration": calibration.describe() if calibration else None}
+    if Path(dst).is_file() and _converted_from(onnx.load(str(dst), load_external_data=False)) == source:
+        return Path(dst)
     model = onnx.load(str(src))
     if is_mixed_fp16(model):
         converted = model
     else:
         converted = to_mixed_fp16(model, calibrate(model, calibration) if calibration is not None else None)
+        props = {p.key: p.value for p in converted.metadata_props}
+        onnx.helper.set_model_props(converted, {**props, SOURCE_KEY: json.dumps(source, sort_keys=True)})
     with atomic_output(dst) as tmp:
         onnx.save(converted, str(tmp))
     return Path(dst)
+
+
+def _converted_from(model: onnx.ModelProto) -> dict | None:
+    props = {p.key: p.value for p in model.metadata_props}
+    return json.loads(props[SOURCE_KEY]) if SOURCE_KEY in props else None

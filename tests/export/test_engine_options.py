@@ -54,12 +54,19 @@ def test_settings_are_json_and_exclude_paths() -> None:
     settings = EngineOptions(precision=Precision.FP16, workspace_gb=2.0).settings()
     assert settings == {
         "precision": "fp16",
+        "calibration": "auto",
         "profile": {"min": "1x3x64x64", "opt": "1x3x360x640", "max": "1x3x1080x1920"},
         "workspace_gb": 2.0,
         "input_name": "input",
         "output_name": "output",
     }
     json.dumps(settings)
+
+
+def test_calibration_must_be_auto_off_or_a_folder(tmp_path: Path) -> None:
+    assert EngineOptions(calibration=str(tmp_path)).calibration == str(tmp_path)
+    with pytest.raises(ValueError, match="calibration: expected 'auto', 'off' or a folder"):
+        EngineOptions(calibration=str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize("workspace", [0.0, -1.0])

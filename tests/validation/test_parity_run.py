@@ -23,6 +23,7 @@ from validation.parity_suite import ParityOptions, run_parity
 
 CHECKPOINT = GOLDEN_DIR / "real_x4.pth"
 MAX_SIDE = "40"
+CALIBRATION = ["--calibration-shape", "64x64"]  # the bundled photographs only: no large input, a short run
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_cli_default_backends_pass_and_write_the_report(
     photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = tmp_path / "report"
-    argv = ["--checkpoint", str(CHECKPOINT), "--images", str(photos), "--max-side", MAX_SIDE]
+    argv = ["--checkpoint", str(CHECKPOINT), "--images", str(photos), "--max-side", MAX_SIDE, *CALIBRATION]
     code = parity.main([*argv, "--report-dir", str(report), "--save-outputs"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -117,7 +118,7 @@ def test_tightened_threshold_fails_the_cli_and_localises(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(parity_stats.THRESHOLDS, "onnxruntime-fp16-native", Threshold(max_abs=1e-5))
-    argv = ["--checkpoint", str(CHECKPOINT), "--images", str(photos), "--max-side", MAX_SIDE]
+    argv = ["--checkpoint", str(CHECKPOINT), "--images", str(photos), "--max-side", MAX_SIDE, *CALIBRATION]
     code = parity.main([*argv, "--backends", "onnxruntime-fp16-native", "--report-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 1
