@@ -1,17 +1,23 @@
-"""The benchmark's structure on CPU with a tiny output and 3 runs (timings are never asserted)."""
+"""The benchmark's structure on CPU with a tiny output and 3 runs (timings are never asserted), and its
+timing rule: a run ends when its output is ready (a delayed output on CPU; CUDA launches where a GPU is)."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import GOLDEN_DIR
 from validation import benchmark
+from validation.benchmark_suite import BenchmarkOptions, Prepared, measure, skip_reason
 
 CHECKPOINT = GOLDEN_DIR / "real_x4.pth"  # shares its ONNX export with test_parity_run in one pytest process
+DELAY_S = 0.2
+SPIN_CYCLES = 2_000_000_000  # torch.cuda._sleep: about a second of GPU clock cycles
 
 
 def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,6 +38,7 @@ def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     for name in ("eager-flex", "eager-fused", "tensorrt"):
         assert cases[name]["status"] == "skipped" and cases[name]["reason"]
         assert "median_ms" not in cases[name]
+    assert cases["tensorrt"]["reason"] == "TensorRT runs on CUDA only; --device cpu"
     assert (
         report["protocol"] == "reduced: fewer than 100 runs, CPU mode; time.perf_counter, warm-up 1, median of 3 runs"
     )
@@ -57,3 +64,59 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         benchmark.main(argv)
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_measure_times_until_the_output_is_ready(device: benchmark.Device) -> None:
+    """fn returns at once and its output comes DELAY_S later on a worker thread, as a CUDA launch's does."""
+    with ThreadPoolExecutor(1) as pool:
+
+        def fn() -> Future[None]:
+            return pool.submit(time.sleep, DELAY_S)
+
+        prepared = Prepared(fn, lambda future: future.result(), "", "a delayed output")
+        times, _, _ = measure(prepared, runs=2, warmup=0, device=device, progress=False, desc="")
+    assert len(times) == 2
+    assert min(times) >= 0.99 * DELAY_S * 1000  # CUDA events: a few microseconds off the host's clock
+
+
+def test_tensorrt_is_skipped_on_cpu() -> None:
+    """Not run on the GPU anyway and timed by the CPU clock around an asynchronous enqueue."""
+    assert skip_reason("tensorrt", "cpu") == "TensorRT runs on CUDA only; --device cpu"
+
+
+def _assert_ready_waits(prepared: Prepared) -> None:
+    """The backend's work queues behind a GPU spin on the current stream: ready() must outwait both."""
+    import torch
+
+    torch.cuda.synchronize()
+    stream = torch.cuda.current_stream()
+    torch.cuda._sleep(SPIN_CYCLES)
+    assert not stream.query(), "the spin ended before the check: raise SPIN_CYCLES"
+    prepared.ready(prepared.fn())
+    assert stream.query()
+
+
+@pytest.mark.cuda
+def test_eager_cuda_ready_waits_for_the_kernels() -> None:
+    import esc
+    from validation.benchmark_suite import _prepare_eager
+
+    model = esc.load_model(GOLDEN_DIR / "tiny_x2.pth")
+    _assert_ready_waits(_prepare_eager(model, "eager-sdpa", "fp32", "cuda", (1, 3, 32, 32), "off"))
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_ready_waits_for_the_engine(tmp_path: Path) -> None:
+    import torch
+
+    import esc
+    from validation.benchmark_suite import _prepare_tensorrt
+
+    reason = skip_reason("tensorrt", "cuda")  # the plugin library not built
+    if reason:
+        pytest.skip(reason)
+    options = BenchmarkOptions(backends=("tensorrt",), scales=(4,), dtypes=("fp32",), device="cuda", work_dir=tmp_path)
+    prepared = _prepare_tensorrt(esc.load_model(CHECKPOINT), "fp32", (1, 3, 24, 32), options)
+    assert prepared.fn().device == torch.device("cuda", torch.cuda.current_device())
+    _assert_ready_waits(prepared)
