@@ -39,7 +39,7 @@ Device = Literal["cuda", "cpu"]
 DType = Literal["fp16", "fp32"]
 BACKENDS = ("eager-naive", "eager-sdpa", "eager-flex", "eager-fused", "onnxruntime", "onnxruntime-plugin", "tensorrt")
 PAPER_RUNS = 100
-PAPER_OUTPUT = (1280, 720)  # width x height
+PAPER_OUTPUT = (720, 1280)  # (height, width): the paper's 1280x720
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class BenchmarkOptions:
     """Every choice that changes what is measured."""
 
     backends: tuple[str, ...] = BACKENDS
-    output_size: tuple[int, int] = PAPER_OUTPUT  # (width, height)
+    output_size: tuple[int, int] = PAPER_OUTPUT  # (height, width), as every size here; the CLI spells it WxH
     scales: tuple[int, ...] = (2, 4)
     dtypes: tuple[DType, ...] = ("fp16", "fp32")
     runs: int = PAPER_RUNS
@@ -74,14 +74,14 @@ class BenchmarkOptions:
             raise ValueError(f"dtypes: expected fp16 and/or fp32, found {list(self.dtypes)}")
         if not self.scales or any(s < 1 for s in self.scales):
             raise ValueError(f"scales: expected positive integers, found {list(self.scales)}")
-        width, height = self.output_size
+        height, width = self.output_size
         for s in self.scales:
             if width % s or height % s:
-                raise ValueError(f"output size {width}x{height} is not divisible by scale {s}")
+                raise ValueError(f"output size {format_size(self.output_size)} is not divisible by scale {s}")
 
     def input_size(self, scale: int) -> tuple[int, int]:
         """(height, width) of the input for ``scale``."""
-        width, height = self.output_size
+        height, width = self.output_size
         return height // scale, width // scale
 
     @property
@@ -94,13 +94,19 @@ class BenchmarkOptions:
         return f"{kind}{timer}, warm-up {self.warmup}, median of {self.runs} runs"
 
 
+def format_size(size: tuple[int, int]) -> str:
+    """(height, width) -> 'WxH': how sizes are spelled for people (the CLI, the paper, the report)."""
+    height, width = size
+    return f"{width}x{height}"
+
+
 @dataclass
 class CaseResult:
     backend: str
     scale: int
     dtype: DType
-    input_size: tuple[int, int]
-    output_size: tuple[int, int]
+    input_size: tuple[int, int]  # (height, width)
+    output_size: tuple[int, int]  # (height, width)
     status: Literal["ok", "skipped", "error"]
     reason: str = ""
     times_ms: list[float] = field(default_factory=list)
@@ -439,7 +445,7 @@ def run_case(
         return result
     if min(h, w) < model.config.min_side:
         result.status = "skipped"
-        result.reason = f"input {h}x{w} is below the model's minimum side {model.config.min_side}"
+        result.reason = f"input {format_size((h, w))} is below the model's minimum side {model.config.min_side}"
         return result
     shape = (1, 3, h, w)
     try:
@@ -512,7 +518,7 @@ def table_rows(cases: Sequence[CaseResult]) -> list[list[str]]:
                 c.backend,
                 f"x{c.scale}",
                 c.dtype,
-                f"{c.input_size[0]}x{c.input_size[1]}",
+                format_size(c.input_size),
                 f"{s['median_ms']:.2f}" if timed else "-",
                 f"{s['mean_ms']:.2f}" if timed else "-",
                 f"{s['p90_ms']:.2f}" if timed else "-",

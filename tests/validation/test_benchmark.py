@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import GOLDEN_DIR
 from validation import benchmark
-from validation.benchmark_suite import BenchmarkOptions, Prepared, measure, skip_reason
+from validation.benchmark_suite import PAPER_OUTPUT, BenchmarkOptions, Prepared, format_size, measure, skip_reason
 
 CHECKPOINT = GOLDEN_DIR / "real_x4.pth"  # shares its ONNX export with test_parity_run in one pytest process
 DELAY_S = 0.2
@@ -30,6 +30,7 @@ def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     report = json.loads((tmp_path / "benchmark.json").read_text())
     cases = {c["backend"]: c for c in report["cases"]}
     assert list(cases) == list(benchmark.BACKENDS)
+    assert report["options"]["output_size"] == [96, 128]  # (height, width), as the cases' sizes
     for name in ("eager-naive", "eager-sdpa", "onnxruntime", "onnxruntime-plugin"):
         case = cases[name]
         assert case["status"] == "ok" and case["runs"] == 3 and len(case["times_ms"]) == 3
@@ -43,9 +44,18 @@ def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         report["protocol"] == "reduced: fewer than 100 runs, CPU mode; time.perf_counter, warm-up 1, median of 3 runs"
     )
     assert report["machine"]["cpu"] and report["machine"]["torch"] and "tensorrt" in report["machine"]
-    assert "| eager-sdpa | x4 | fp32 | 24x32 |" in (tmp_path / "benchmark.md").read_text()
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert "output 128x96," in markdown and "| eager-sdpa | x4 | fp32 | 32x24 |" in markdown  # WxH, as the CLI
     assert re.search(r"^eager-naive +x4 ", out, re.MULTILINE)
     assert out.strip().endswith(f"report: {tmp_path / 'benchmark.md'}")
+
+
+def test_sizes_are_height_width_inside_and_wxh_outside() -> None:
+    assert benchmark.parse_size("1280x720") == PAPER_OUTPUT == (720, 1280)
+    assert BenchmarkOptions().input_size(4) == (180, 320)
+    assert format_size(PAPER_OUTPUT) == "1280x720"
+    with pytest.raises(ValueError, match="output size 1280x722 is not divisible by scale 4"):
+        BenchmarkOptions(output_size=(722, 1280))
 
 
 @pytest.mark.parametrize(
