@@ -52,11 +52,11 @@ def build_parser() -> ArgumentParser:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720)."""
+    """'1280x720' (WxH, the paper's spelling) -> (720, 1280): (height, width), as every size inside."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ValueError(f"--output-size: expected WIDTHxHEIGHT like 1280x720, found {text!r}")
-    return int(parts[0]), int(parts[1])
+    return int(parts[1]), int(parts[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,7 @@
-"""benchmark.json, benchmark.md and benchmark.png (latency and memory bars per case), written atomically."""
+"""benchmark.json, benchmark.md and benchmark.png (latency and memory bars per case), written atomically.
+
+Sizes: [height, width] in the JSON (options and cases alike), WxH in text (the CLI's spelling).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from export.files import atomic_output, atomic_write_text
-from validation.benchmark_suite import BenchmarkOptions, CaseResult, table_rows
+from validation.benchmark_suite import BenchmarkOptions, CaseResult, format_size, table_rows
 from validation.machine import describe_machine
 
 JSON_NAME = "benchmark.json"
@@ -35,7 +38,6 @@ def _options_json(options: BenchmarkOptions) -> dict[str, Any]:
     data = asdict(options)
     for key in ("checkpoint", "plugin", "work_dir"):
         data[key] = None if data[key] is None else str(data[key])
-    data["output_size"] = f"{options.output_size[0]}x{options.output_size[1]}"
     return data
 
 
@@ -61,14 +63,13 @@ def report_markdown(
     cases: Sequence[CaseResult], options: BenchmarkOptions, machine: dict[str, Any], *, figure_name: str = FIGURE_NAME
 ) -> str:
     rows = table_rows(cases)
-    width, height = options.output_size
     memory_kinds = sorted({c.memory_kind for c in cases if c.memory_kind})
     model = str(options.checkpoint) if options.checkpoint else f"{options.preset} (seeded random weights)"
     lines = [
         "# ESC latency and memory",
         "",
         f"- Machine: {describe_machine(machine)}",
-        f"- Model: {model}; output {width}x{height}, batch 1; device {options.device}",
+        f"- Model: {model}; output {format_size(options.output_size)}, batch 1; device {options.device}",
         f"- Protocol: {options.protocol}",
         f"- Memory: {'; '.join(memory_kinds) or '-'}",
         "",
@@ -103,7 +104,6 @@ def write_figure(cases: Sequence[CaseResult], options: BenchmarkOptions, path: P
     memory.set_yticks(positions, [""] * len(positions))
     if not timed:
         latency.text(0.5, 0.5, "no case ran", ha="center", va="center", transform=latency.transAxes)
-    width, height = options.output_size
-    fig.suptitle(f"ESC, {width}x{height} output, {options.device}: {options.protocol}", fontsize=10)
+    fig.suptitle(f"ESC, {format_size(options.output_size)} output, {options.device}: {options.protocol}", fontsize=10)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

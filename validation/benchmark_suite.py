@@ -7,6 +7,9 @@ execution context). Without a GPU the same cases run in CPU mode: eager torch an
 CPU, ``time.perf_counter``, peak resident memory from /proc (VmHWM, reset before each case), else
 ``resource.getrusage`` (the process's lifetime peak).
 
+Timing rule: a run is ``ready(fn())``, the backend's call and the step that waits for its output
+(CUDA launches return before their kernels finish); measure() times both, whatever the timer.
+
 Backends: eager-naive, eager-sdpa, eager-flex (compiled FlexAttention: the paper's eager model),
 eager-fused (this project's kernel), onnxruntime (the native graph; mixed fp16 for fp16),
 onnxruntime-plugin (the default export: ONNX Runtime runs the plugin node's function body), tensorrt.
@@ -26,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from export.defaults import DEFAULT_PLUGIN, DEFAULT_PRESET, DEFAULT_SEED
 
 if TYPE_CHECKING:
+    import torch
+
     from esc.models import ESCBase
     from validation.parity_fp16 import Fp16Context
     from validation.parity_runners import Graph
@@ -34,7 +39,7 @@ Device = Literal["cuda", "cpu"]
 DType = Literal["fp16", "fp32"]
 BACKENDS = ("eager-naive", "eager-sdpa", "eager-flex", "eager-fused", "onnxruntime", "onnxruntime-plugin", "tensorrt")
 PAPER_RUNS = 100
-PAPER_OUTPUT = (1280, 720)  # width x height
+PAPER_OUTPUT = (720, 1280)  # (height, width): the paper's 1280x720
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class BenchmarkOptions:
     """Every choice that changes what is measured."""
 
     backends: tuple[str, ...] = BACKENDS
-    output_size: tuple[int, int] = PAPER_OUTPUT  # (width, height)
+    output_size: tuple[int, int] = PAPER_OUTPUT  # (height, width), as every size here; the CLI spells it WxH
     scales: tuple[int, ...] = (2, 4)
     dtypes: tuple[DType, ...] = ("fp16", "fp32")
     runs: int = PAPER_RUNS
@@ -69,14 +74,14 @@ class BenchmarkOptions:
             raise ValueError(f"dtypes: expected fp16 and/or fp32, found {list(self.dtypes)}")
         if not self.scales or any(s < 1 for s in self.scales):
             raise ValueError(f"scales: expected positive integers, found {list(self.scales)}")
-        width, height = self.output_size
+        height, width = self.output_size
         for s in self.scales:
             if width % s or height % s:
-                raise ValueError(f"output size {width}x{height} is not divisible by scale {s}")
+                raise ValueError(f"output size {format_size(self.output_size)} is not divisible by scale {s}")
 
     def input_size(self, scale: int) -> tuple[int, int]:
         """(height, width) of the input for ``scale``."""
-        width, height = self.output_size
+        height, width = self.output_size
         return height // scale, width // scale
 
     @property
@@ -89,13 +94,19 @@ class BenchmarkOptions:
         return f"{kind}{timer}, warm-up {self.warmup}, median of {self.runs} runs"
 
 
+def format_size(size: tuple[int, int]) -> str:
+    """(height, width) -> 'WxH': how sizes are spelled for people (the CLI, the paper, the report)."""
+    height, width = size
+    return f"{width}x{height}"
+
+
 @dataclass
 class CaseResult:
     backend: str
     scale: int
     dtype: DType
-    input_size: tuple[int, int]
-    output_size: tuple[int, int]
+    input_size: tuple[int, int]  # (height, width)
+    output_size: tuple[int, int]  # (height, width)
     status: Literal["ok", "skipped", "error"]
     reason: str = ""
     times_ms: list[float] = field(default_factory=list)
@@ -230,6 +241,8 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
     if backend == "tensorrt":
+        if device != "cuda":  # else it would run on a GPU anyway, timed by the CPU mode's clock
+            return f"TensorRT runs on CUDA only; --device {device}"
         from export.engine_env import cannot_run_engines
 
         reason = cannot_run_engines()
@@ -244,11 +257,27 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
 # ---------------------------------------------------------------------------------------------- one case
 
 Fn = Callable[[], Any]
+Ready = Callable[[Any], None]  # given fn's output, returns once that output is ready
+
+
+def host_ready(_output: Any) -> None:
+    """For calls that return finished outputs: eager torch on the CPU, ONNX Runtime (numpy outputs)."""
+
+
+def cuda_ready(device: torch.device) -> Ready:
+    """Waits for every stream of ``device``: its launches (eager torch, TensorRT's enqueue) are asynchronous."""
+    import torch
+
+    def ready(_output: Any) -> None:
+        torch.cuda.synchronize(device)
+
+    return ready
 
 
 @dataclass
 class Prepared:
     fn: Fn
+    ready: Ready  # required, so that no backend is timed without its readiness step
     memory_kind: str
     detail: str
     fixed_memory_mib: float | None = None  # TensorRT: the engine's device memory
@@ -288,8 +317,9 @@ def _prepare_eager(
         with torch.inference_mode():
             return net(x)
 
+    ready = cuda_ready(x.device) if device == "cuda" else host_ready
     kind = "torch.cuda.max_memory_allocated" if device == "cuda" else ""
-    return Prepared(fn, kind, f"eager torch {torch.__version__}, attention {backend.removeprefix('eager-')}")
+    return Prepared(fn, ready, kind, f"eager torch {torch.__version__}, attention {backend.removeprefix('eager-')}")
 
 
 def _prepare_onnxruntime(
@@ -317,10 +347,12 @@ def _prepare_onnxruntime(
     name = session.get_inputs()[0].name
 
     def fn() -> Any:
+        # Synchronous, the CUDA provider too: run() returns numpy arrays, copied to the host when done.
         return session.run(None, {name: x})
 
     graph = f"{graph_kind} graph" + (", mixed fp16" if dtype == "fp16" else "")
-    return Prepared(fn, "", f"ONNX Runtime {ort.__version__} ({', '.join(session.get_providers())}), {graph}")
+    detail = f"ONNX Runtime {ort.__version__} ({', '.join(session.get_providers())}), {graph}"
+    return Prepared(fn, host_ready, "", detail)
 
 
 def _prepare_tensorrt(model: ESCBase, dtype: DType, shape: tuple[int, ...], options: BenchmarkOptions) -> Prepared:
@@ -347,18 +379,25 @@ def _prepare_tensorrt(model: ESCBase, dtype: DType, shape: tuple[int, ...], opti
         output=options.work_dir / f"benchmark_x{model.config.scale}_{dtype}_{h}x{w}.engine",
     )
     built = build_engine(engine_options, progress=False)
-    runner = EngineRunner(built.engine, plugin=options.plugin)
+    # --device cuda is the current CUDA device: the one the engine was built on and measure()'s events use.
+    runner = EngineRunner(built.engine, plugin=options.plugin, device=torch.cuda.current_device())
     x = torch.rand(shape, device=runner.device)
 
     def fn() -> Any:
-        return runner(x)
+        return runner(x)  # enqueued on the current stream; returns before the engine has run
 
     memory = runner.device_memory_bytes / 2**20
-    return Prepared(fn, "TensorRT engine device memory (one context)", runner.describe(), fixed_memory_mib=memory)
+    kind = "TensorRT engine device memory (one context)"
+    return Prepared(fn, cuda_ready(runner.device), kind, runner.describe(), fixed_memory_mib=memory)
+
+
+def run_once(prepared: Prepared) -> None:
+    """One run, returned from only when its output is ready: what measure() times."""
+    prepared.ready(prepared.fn())
 
 
 def measure(
-    fn: Fn, *, runs: int, warmup: int, device: Device, progress: bool, desc: str
+    prepared: Prepared, *, runs: int, warmup: int, device: Device, progress: bool, desc: str
 ) -> tuple[list[float], float, float | None]:
     """(per-run milliseconds, peak memory in MiB: CUDA allocator peak or peak RSS, CPU: RSS before)."""
     import torch
@@ -366,7 +405,7 @@ def measure(
 
     cpu_memory = CpuPeakMemory() if device == "cpu" else None
     for _ in range(warmup):
-        fn()
+        run_once(prepared)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -377,14 +416,16 @@ def measure(
     for _ in tqdm(range(runs), desc=desc, disable=not progress, leave=False):
         if device == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            # The readiness step sits inside the events: they order only with the current stream's work,
+            # the step covers any stream (at the cost of one host round trip, microseconds, per run).
             start.record()
-            fn()
+            run_once(prepared)
             end.record()
             end.synchronize()
             times.append(float(start.elapsed_time(end)))
         else:
             t0 = time.perf_counter()
-            fn()
+            run_once(prepared)
             times.append((time.perf_counter() - t0) * 1000)
     if device == "cuda":
         return times, torch.cuda.max_memory_allocated() / 2**20, None
@@ -404,7 +445,7 @@ def run_case(
         return result
     if min(h, w) < model.config.min_side:
         result.status = "skipped"
-        result.reason = f"input {h}x{w} is below the model's minimum side {model.config.min_side}"
+        result.reason = f"input {format_size((h, w))} is below the model's minimum side {model.config.min_side}"
         return result
     shape = (1, 3, h, w)
     try:
@@ -418,7 +459,7 @@ def run_case(
         else:
             prepared = _prepare_tensorrt(model, dtype, shape, options)
         times, peak, before = measure(
-            prepared.fn,
+            prepared,
             runs=options.runs,
             warmup=options.warmup,
             device=options.device,
@@ -477,7 +518,7 @@ def table_rows(cases: Sequence[CaseResult]) -> list[list[str]]:
                 c.backend,
                 f"x{c.scale}",
                 c.dtype,
-                f"{c.input_size[0]}x{c.input_size[1]}",
+                format_size(c.input_size),
                 f"{s['median_ms']:.2f}" if timed else "-",
                 f"{s['mean_ms']:.2f}" if timed else "-",
                 f"{s['p90_ms']:.2f}" if timed else "-",

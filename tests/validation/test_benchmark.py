@@ -1,17 +1,23 @@
-"""The benchmark's structure on CPU with a tiny output and 3 runs (timings are never asserted)."""
+"""The benchmark's structure on CPU with a tiny output and 3 runs (timings are never asserted), and its
+timing rule: a run ends when its output is ready (a delayed output on CPU; CUDA launches where a GPU is)."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import GOLDEN_DIR
 from validation import benchmark
+from validation.benchmark_suite import PAPER_OUTPUT, BenchmarkOptions, Prepared, format_size, measure, skip_reason
 
 CHECKPOINT = GOLDEN_DIR / "real_x4.pth"  # shares its ONNX export with test_parity_run in one pytest process
+DELAY_S = 0.2
+SPIN_CYCLES = 2_000_000_000  # torch.cuda._sleep: about a second of GPU clock cycles
 
 
 def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,6 +30,7 @@ def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     report = json.loads((tmp_path / "benchmark.json").read_text())
     cases = {c["backend"]: c for c in report["cases"]}
     assert list(cases) == list(benchmark.BACKENDS)
+    assert report["options"]["output_size"] == [96, 128]  # (height, width), as the cases' sizes
     for name in ("eager-naive", "eager-sdpa", "onnxruntime", "onnxruntime-plugin"):
         case = cases[name]
         assert case["status"] == "ok" and case["runs"] == 3 and len(case["times_ms"]) == 3
@@ -32,13 +39,23 @@ def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     for name in ("eager-flex", "eager-fused", "tensorrt"):
         assert cases[name]["status"] == "skipped" and cases[name]["reason"]
         assert "median_ms" not in cases[name]
+    assert cases["tensorrt"]["reason"] == "TensorRT runs on CUDA only; --device cpu"
     assert (
         report["protocol"] == "reduced: fewer than 100 runs, CPU mode; time.perf_counter, warm-up 1, median of 3 runs"
     )
     assert report["machine"]["cpu"] and report["machine"]["torch"] and "tensorrt" in report["machine"]
-    assert "| eager-sdpa | x4 | fp32 | 24x32 |" in (tmp_path / "benchmark.md").read_text()
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert "output 128x96," in markdown and "| eager-sdpa | x4 | fp32 | 32x24 |" in markdown  # WxH, as the CLI
     assert re.search(r"^eager-naive +x4 ", out, re.MULTILINE)
     assert out.strip().endswith(f"report: {tmp_path / 'benchmark.md'}")
+
+
+def test_sizes_are_height_width_inside_and_wxh_outside() -> None:
+    assert benchmark.parse_size("1280x720") == PAPER_OUTPUT == (720, 1280)
+    assert BenchmarkOptions().input_size(4) == (180, 320)
+    assert format_size(PAPER_OUTPUT) == "1280x720"
+    with pytest.raises(ValueError, match="output size 1280x722 is not divisible by scale 4"):
+        BenchmarkOptions(output_size=(722, 1280))
 
 
 @pytest.mark.parametrize(
@@ -57,3 +74,59 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         benchmark.main(argv)
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_measure_times_until_the_output_is_ready(device: benchmark.Device) -> None:
+    """fn returns at once and its output comes DELAY_S later on a worker thread, as a CUDA launch's does."""
+    with ThreadPoolExecutor(1) as pool:
+
+        def fn() -> Future[None]:
+            return pool.submit(time.sleep, DELAY_S)
+
+        prepared = Prepared(fn, lambda future: future.result(), "", "a delayed output")
+        times, _, _ = measure(prepared, runs=2, warmup=0, device=device, progress=False, desc="")
+    assert len(times) == 2
+    assert min(times) >= 0.99 * DELAY_S * 1000  # CUDA events: a few microseconds off the host's clock
+
+
+def test_tensorrt_is_skipped_on_cpu() -> None:
+    """Not run on the GPU anyway and timed by the CPU clock around an asynchronous enqueue."""
+    assert skip_reason("tensorrt", "cpu") == "TensorRT runs on CUDA only; --device cpu"
+
+
+def _assert_ready_waits(prepared: Prepared) -> None:
+    """The backend's work queues behind a GPU spin on the current stream: ready() must outwait both."""
+    import torch
+
+    torch.cuda.synchronize()
+    stream = torch.cuda.current_stream()
+    torch.cuda._sleep(SPIN_CYCLES)
+    assert not stream.query(), "the spin ended before the check: raise SPIN_CYCLES"
+    prepared.ready(prepared.fn())
+    assert stream.query()
+
+
+@pytest.mark.cuda
+def test_eager_cuda_ready_waits_for_the_kernels() -> None:
+    import esc
+    from validation.benchmark_suite import _prepare_eager
+
+    model = esc.load_model(GOLDEN_DIR / "tiny_x2.pth")
+    _assert_ready_waits(_prepare_eager(model, "eager-sdpa", "fp32", "cuda", (1, 3, 32, 32), "off"))
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_ready_waits_for_the_engine(tmp_path: Path) -> None:
+    import torch
+
+    import esc
+    from validation.benchmark_suite import _prepare_tensorrt
+
+    reason = skip_reason("tensorrt", "cuda")  # the plugin library not built
+    if reason:
+        pytest.skip(reason)
+    options = BenchmarkOptions(backends=("tensorrt",), scales=(4,), dtypes=("fp32",), device="cuda", work_dir=tmp_path)
+    prepared = _prepare_tensorrt(esc.load_model(CHECKPOINT), "fp32", (1, 3, 24, 32), options)
+    assert prepared.fn().device == torch.device("cuda", torch.cuda.current_device())
+    _assert_ready_waits(prepared)
