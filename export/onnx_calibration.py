@@ -62,14 +62,10 @@ def measure_value_ranges(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """{value name: max |x| over ``inputs``} for every float32 value of the graph (ONNX Runtime, CPU)."""
-    import onnxruntime as ort
+    from export.onnxruntime_session import ort_session
 
     values = list(floating_values(model))
-    probe = probe_graph(model, values)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.enable_cpu_mem_arena = False  # the arena would keep the largest input's peak for the process
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort_session(probe_graph(model, values))
     input_name = session.get_inputs()[0].name
     peaks = dict.fromkeys(values, 0.0)
     for done, x in enumerate(inputs, 1):

@@ -8,12 +8,15 @@ the softmax runs in float32.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import onnxscript
 from onnxscript import opset18 as op
 
 from export import plugin_contract as contract
+
+if TYPE_CHECKING:
+    import onnx
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 _PLUGINS = onnxscript.values.Opset(contract.DOMAIN, 1)
@@ -70,6 +73,6 @@ def ESCWindowAttention(qkv, table, num_heads: int, window_size: int, plugin_vers
     return op.Slice(out, op.Concat(zero, zero, axis=0), op.Concat(h, w, axis=0), op.Constant(value_ints=[2, 3]))
 
 
-def function_proto() -> Any:
+def function_proto() -> onnx.FunctionProto:
     """The FunctionProto to append to ``ModelProto.functions``."""
     return ESCWindowAttention.to_function_proto()

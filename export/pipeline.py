@@ -34,11 +34,12 @@ def photograph(model: ESCBase) -> np.ndarray:
 
 
 def check_with_onnxruntime(model: ESCBase, onnx_path: str) -> float:
-    import onnxruntime as ort
     import torch
 
+    from export.onnxruntime_session import ort_session
+
     x = photograph(model)
-    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    session = ort_session(onnx_path)
     (got,) = session.run(None, {"input": x})
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()

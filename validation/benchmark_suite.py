@@ -334,15 +334,14 @@ def _prepare_onnxruntime(
     import numpy as np
     import onnxruntime as ort
 
+    from export.onnxruntime_session import ort_session
     from validation.parity_runners import export_graphs
 
     proto = export_graphs(model, [graph_kind])[graph_kind]
     if dtype == "fp16":
         proto = fp16_context(model, calibration).mixed_graph(graph_kind, proto)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    session_options = ort.SessionOptions()
-    session_options.log_severity_level = 3
-    session = ort.InferenceSession(proto.SerializeToString(), session_options, providers=providers)
+    session = ort_session(proto, providers=providers, arena=True)  # timed: the arena's reuse is part of its speed
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     name = session.get_inputs()[0].name
 

@@ -37,11 +37,9 @@ def _models() -> dict[str, object]:
 
 
 def _latency_ms(proto: object, x: np.ndarray, runs: int) -> float:
-    import onnxruntime as ort
+    from export.onnxruntime_session import ort_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
+    session = ort_session(proto, arena=True)  # type: ignore[arg-type]  # timed: as in the benchmark
     name = session.get_inputs()[0].name
     session.run(None, {name: x})  # warm-up
     times = []

@@ -24,6 +24,8 @@ import numpy as np
 from validation.parity_stats import json_number
 
 if TYPE_CHECKING:
+    import onnx
+
     from esc.models import ESCBase
 
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
@@ -31,7 +33,7 @@ _BLOCK_SCOPE = re.compile(r"^blocks\.(\d+)$")
 OUTPUT_STAGE = "output"
 
 
-def node_scopes(node: Any) -> list[str]:
+def node_scopes(node: onnx.NodeProto) -> list[str]:
     for prop in node.metadata_props:
         if prop.key == SCOPES_KEY:
             try:
@@ -42,7 +44,7 @@ def node_scopes(node: Any) -> list[str]:
     return []
 
 
-def block_output_values(proto: Any) -> dict[int, str]:
+def block_output_values(proto: onnx.ModelProto) -> dict[int, str]:
     """{block index: name of the value that block outputs}, from the exporter's name scopes."""
     last: dict[int, str] = {}
     for node in proto.graph.node:
@@ -58,7 +60,7 @@ def block_output_values(proto: Any) -> dict[int, str]:
     return dict(sorted(last.items()))
 
 
-def with_extra_outputs(proto: Any, names: Sequence[str]) -> Any:
+def with_extra_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     """A copy of ``proto`` that also outputs the values ``names`` (types from value_info or inference)."""
     import onnx
     from onnx import ModelProto, helper
@@ -189,7 +191,7 @@ def _stage_error(stage: str, value: str, got: np.ndarray, ref: np.ndarray, max_a
 
 def localise_drift(
     backend: str,
-    proto: Any,
+    proto: onnx.ModelProto,
     model: ESCBase,
     x: np.ndarray,
     *,
@@ -198,16 +200,13 @@ def localise_drift(
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> DriftReport:
     """Run ``proto`` with every block output exposed and compare each with the reference's hooks."""
-    import onnxruntime as ort
+    from export.onnxruntime_session import ort_session
 
     values = block_output_values(proto)
     if len(values) != len(model.blocks):
         raise ValueError(f"the graph names {len(values)} blocks, the model has {len(model.blocks)}")
     probe = with_extra_outputs(proto, list(values.values()))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.enable_cpu_mem_arena = False
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=list(providers))
+    session = ort_session(probe, providers=providers)
     names = [o.name for o in session.get_outputs()]
     got = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
     ref_blocks, ref_out = torch_block_outputs(model, x)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from esc.fp16 import FP16_MAX, ModuleRange, fp32_modules, is_fp16_safe, measure_module_ranges
 
 if TYPE_CHECKING:
+    import onnx
+
     from esc.models import ESCBase
     from export.fp16_calibration import CalibrationSet
     from export.onnx_calibration import Fp16Plan
@@ -47,7 +49,7 @@ class Fp16Context:
             self._module_ranges = measure_module_ranges(model, arrays)
         return self._module_ranges
 
-    def plan(self, graph: str, proto: Any) -> Fp16Plan:
+    def plan(self, graph: str, proto: onnx.ModelProto) -> Fp16Plan:
         from export.onnx_calibration import plan_fp16
         from export.onnx_fp16 import calibrate, fp32_op_types
 
@@ -58,7 +60,7 @@ class Fp16Context:
                 self._plans[graph] = calibrate(proto, self.calibration)
         return self._plans[graph]
 
-    def mixed_graph(self, graph: str, proto: Any) -> Any:
+    def mixed_graph(self, graph: str, proto: onnx.ModelProto) -> onnx.ModelProto:
         """The fp16 conversion of the fp32 ``graph`` ('plugin' or 'native') under the plan, made once."""
         import warnings
 
@@ -83,7 +85,7 @@ class Fp16Context:
         mixed, kept = to_mixed_half(self.model, ranges)
         return mixed, kept  # type: ignore[return-value]
 
-    def graph_for(self, backend: Backend, fp32_graphs: Mapping[str, Any]) -> Any:
+    def graph_for(self, backend: Backend, fp32_graphs: Mapping[str, onnx.ModelProto]) -> onnx.ModelProto:
         """The ModelProto ``backend`` runs: the fp32 graph, or its fp16 conversion under the plan."""
         if backend.graph is None:
             raise ValueError(f"{backend.name} runs no ONNX graph")
@@ -118,7 +120,7 @@ def diagnose(
     name: str,
     kind: str,
     fp16: Fp16Context,
-    fp32_graphs: Mapping[str, Any],
+    fp32_graphs: Mapping[str, onnx.ModelProto],
     inputs: Sequence[InputImage],
 ) -> str:
     """One line: the first value computed in fp16 whose float32 |x| exceeds 65504 on ``inputs``, or none."""
@@ -165,7 +167,7 @@ def _first_torch_overflow(fp16: Fp16Context, inputs: Sequence[InputImage]) -> tu
 
 
 def _first_onnx_overflow(
-    fp16: Fp16Context, graph: str, proto: Any, inputs: Sequence[InputImage]
+    fp16: Fp16Context, graph: str, proto: onnx.ModelProto, inputs: Sequence[InputImage]
 ) -> tuple[str | None, float]:
     from export.onnx_calibration import measure_value_ranges, node_scope
 

@@ -32,6 +32,8 @@ import numpy as np
 from export.files import atomic_output
 
 if TYPE_CHECKING:
+    import onnx
+
     from esc.models import ESCBase
     from validation.images import InputImage
     from validation.parity_fp16 import Fp16Context
@@ -183,14 +185,13 @@ class TorchRunner:
 class OnnxRuntimeRunner:
     """One ONNX Runtime session on an in-memory ModelProto."""
 
-    def __init__(self, name: str, proto: Any, *, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
-        import onnxruntime as ort
+    def __init__(
+        self, name: str, proto: onnx.ModelProto, *, providers: Sequence[str] = ("CPUExecutionProvider",)
+    ) -> None:
+        from export.onnxruntime_session import ort_session
 
         self.name = name
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only
-        options.enable_cpu_mem_arena = False  # an arena per session grows with each input shape and is kept
-        self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
+        self.session = ort_session(proto, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -262,7 +263,7 @@ def skip_reason(backend: Backend, *, device: str = "cpu") -> str | None:
 # ---------------------------------------------------------------------------------------------- graphs
 
 # (model fingerprint, graph, precision) -> ModelProto with the exporter's name scopes kept.
-_GRAPH_CACHE: dict[tuple[str, str, str], Any] = {}
+_GRAPH_CACHE: dict[tuple[str, str, str], onnx.ModelProto] = {}
 
 
 def model_fingerprint(model: ESCBase) -> str:
@@ -284,7 +285,7 @@ def _export_bytes(model: ESCBase, graph: Graph) -> bytes:
     return bytes(proto.SerializeToString())
 
 
-def export_graphs(model: ESCBase, graphs: Sequence[Graph]) -> dict[str, Any]:
+def export_graphs(model: ESCBase, graphs: Sequence[Graph]) -> dict[str, onnx.ModelProto]:
     """The fp32 ModelProtos of ``graphs``, exported once per process and model."""
     import onnx
 

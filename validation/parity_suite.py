@@ -40,6 +40,8 @@ from validation.parity_runners import (
 from validation.parity_stats import THRESHOLDS, CrossCheck, Threshold, Verdict, compare, polygraphy_cross_check
 
 if TYPE_CHECKING:
+    import onnx
+
     from esc.models import ESCBase
     from validation.images import InputImage
 
@@ -139,7 +141,7 @@ def run_parity(
     inputs: Sequence[InputImage],
     options: ParityOptions | None = None,
     *,
-    graphs: Mapping[str, Any] | None = None,
+    graphs: Mapping[str, onnx.ModelProto] | None = None,
     thresholds: Mapping[str, Threshold] | None = None,
     log: Callable[[str], None] = print,
 ) -> ParityResult:
@@ -233,7 +235,7 @@ def _make_runner(
     r: BackendResult,
     model: ESCBase,
     inputs: Sequence[InputImage],
-    fp32_graphs: Mapping[str, Any],
+    fp32_graphs: Mapping[str, onnx.ModelProto],
     fp16: Fp16Context,
     options: ParityOptions,
     log: Callable[[str], None],
@@ -267,7 +269,7 @@ def _run_one(
     model: ESCBase,
     inputs: Sequence[InputImage],
     reference: RunOutputs,
-    fp32_graphs: Mapping[str, Any],
+    fp32_graphs: Mapping[str, onnx.ModelProto],
     fp16: Fp16Context,
     table: Mapping[str, Threshold],
     options: ParityOptions,
@@ -300,7 +302,7 @@ def _run_one(
 
 def _localise(
     r: BackendResult,
-    fp32_graphs: Mapping[str, Any],
+    fp32_graphs: Mapping[str, onnx.ModelProto],
     fp16: Fp16Context,
     inputs: Sequence[InputImage],
     reference_model: ESCBase,

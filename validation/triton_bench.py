@@ -147,8 +147,7 @@ def ensure_onnx(path: Path) -> Path:
 
 def run_benchmark(options: BenchOptions, log: Callable[[str], None] = print) -> BenchReport:
     """Every case, Triton first, then ONNX Runtime in-process on the same image and counts."""
-    import onnxruntime
-
+    from export.onnxruntime_session import ort_session
     from export.triton_repo import make_repository, spec_from_files
     from validation.machine import machine_info
     from validation.triton_io import connect
@@ -185,7 +184,7 @@ def run_benchmark(options: BenchOptions, log: Callable[[str], None] = print) -> 
                 report.cases.append(case)
                 log(_line(case))
             upscaler.close()
-    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    session = ort_session(onnx)
     names = (session.get_inputs()[0].name, session.get_outputs()[0].name)
 
     lock = threading.Lock()

@@ -134,7 +134,8 @@ def test_calibrated_export_lists_the_overflowing_block(checkpoints: dict[str, Pa
     info = _fp16_metadata(out)
     assert info["calibrated"] and info["fp32_reasons"]["output over the fp16 limit"] > 0
     assert f"{SCALED_LAYER}" in info["unsafe_scopes"]
-    assert all(scope.startswith("blocks.1.") for scope in info["unsafe_scopes"]), info["unsafe_scopes"]
+    # blocks.1 itself: its residual sums, written in Block.forward
+    assert all(s == "blocks.1" or s.startswith("blocks.1.") for s in info["unsafe_scopes"]), info["unsafe_scopes"]
     assert "fp16: " in result.stdout and "over the limit in blocks.1." in result.stdout
 
 

@@ -1,0 +1,30 @@
+"""The one way this project opens an ONNX Runtime session (export, calibration, parity, benchmarks).
+
+Errors-only logging, and no CPU memory arena by default: an arena per session grows with each new
+input shape and keeps its peak for the life of the process, which the calibration's large input and
+the parity run's many sizes would turn into gigabytes held for nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime
+
+CPU = ("CPUExecutionProvider",)
+
+
+def ort_session(
+    model: onnx.ModelProto | Path | str, *, providers: Sequence[str] = CPU, arena: bool = False
+) -> onnxruntime.InferenceSession:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    options.enable_cpu_mem_arena = arena
+    source = str(model) if isinstance(model, Path | str) else model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=list(providers))
