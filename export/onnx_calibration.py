@@ -89,19 +89,24 @@ def weight_ranges(model: onnx.ModelProto) -> dict[str, float]:
     return out
 
 
-def node_scope(node: onnx.NodeProto) -> str:
-    """The deepest module path the exporter recorded for ``node`` ('' when it recorded none)."""
+def node_scopes(node: onnx.NodeProto) -> list[str]:
+    """The exporter's module path list of ``node``: ['', 'blocks.0', 'blocks.0.convffns.0', 'gelu_3']."""
     import ast
 
     for prop in node.metadata_props:
         if prop.key == SCOPES_KEY:
             try:
-                scopes = ast.literal_eval(prop.value)
+                value = ast.literal_eval(prop.value)
             except (ValueError, SyntaxError):
-                return ""
-            # Module paths from the root (''), then the op's own name (e.g. 'gelu_3').
-            return str(scopes[-2]) if isinstance(scopes, list | tuple) and len(scopes) >= 2 else ""
-    return ""
+                return []
+            return [str(s) for s in value] if isinstance(value, list | tuple) else []
+    return []
+
+
+def node_scope(node: onnx.NodeProto) -> str:
+    """The deepest module path of ``node`` ('' when none is recorded): the list ends with the op's name."""
+    scopes = node_scopes(node)
+    return scopes[-2] if len(scopes) >= 2 else ""
 
 
 @dataclass(frozen=True)

@@ -192,10 +192,15 @@ def _gelu_in_fusable_order(model: onnx.ModelProto) -> int:
 
 
 def _strip_metadata(model: onnx.ModelProto) -> None:
-    """Drop the exporter's per-node provenance (stack traces, FX names): 1.5 MB on ESC-light."""
+    """Drop the exporter's per-node provenance (stack traces, FX names: 1.5 MB on ESC-light) but each
+    node's module path (``pkg.torch.onnx.name_scopes``, 0.1 MB), which names modules in fp16 plans."""
+    from export.onnx_calibration import SCOPES_KEY
+
     graph = model.graph
     for item in [*graph.node, *graph.value_info, *graph.input, *graph.output, *graph.initializer]:
+        scopes = [p for p in item.metadata_props if p.key == SCOPES_KEY]
         del item.metadata_props[:]
+        item.metadata_props.extend(scopes)
         item.doc_string = ""
     graph.doc_string = ""
 

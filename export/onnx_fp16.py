@@ -165,13 +165,15 @@ def _drop_fp16_round_trips(graph: onnx.GraphProto) -> int:
 
 
 def fp16_weight_share(model: onnx.ModelProto) -> float:
-    """fp16 bytes / all floating-point weight bytes (initializers)."""
-    sizes = {onnx.TensorProto.FLOAT: 0, onnx.TensorProto.FLOAT16: 0}
+    """fp16 weight values / all floating-point weight values (initializers, counted in elements)."""
+    import math
+
+    counts = {onnx.TensorProto.FLOAT: 0, onnx.TensorProto.FLOAT16: 0}
     for init in model.graph.initializer:
-        if init.data_type in sizes:
-            sizes[init.data_type] += len(init.raw_data)
-    total = sum(sizes.values())
-    return sizes[onnx.TensorProto.FLOAT16] / total if total else 0.0
+        if init.data_type in counts:
+            counts[init.data_type] += math.prod(init.dims)
+    total = sum(counts.values())
+    return counts[onnx.TensorProto.FLOAT16] / total if total else 0.0
 
 
 def _keep_tables_fp32(model: onnx.ModelProto, attention_nodes: list[str]) -> None:

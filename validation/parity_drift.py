@@ -13,7 +13,6 @@ of order one, relative to the stage's largest activation above that.
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from export.onnx_calibration import SCOPES_KEY, node_scopes
 from validation.parity_stats import json_number
 
 if TYPE_CHECKING:
@@ -28,20 +28,8 @@ if TYPE_CHECKING:
 
     from esc.models import ESCBase
 
-SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 _BLOCK_SCOPE = re.compile(r"^blocks\.(\d+)$")
 OUTPUT_STAGE = "output"
-
-
-def node_scopes(node: onnx.NodeProto) -> list[str]:
-    for prop in node.metadata_props:
-        if prop.key == SCOPES_KEY:
-            try:
-                value = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                return []
-            return [str(s) for s in value] if isinstance(value, list | tuple) else []
-    return []
 
 
 def block_output_values(proto: onnx.ModelProto) -> dict[int, str]:
