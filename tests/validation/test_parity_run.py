@@ -95,6 +95,10 @@ def test_cli_default_backends_pass_and_write_the_report(
     assert [c["verdict"] for c in result["cross_checks"]] == ["PASS", "PASS"]  # Polygraphy: native vs plugin
     assert [i["size"] for i in result["inputs"]] == [[27, 40], [27, 40]]
     assert result["machine"]["torch"] and result["machine"]["cpu"]
+    # the figure's fp16 panel: each block's float32 max |activation| (real_x4: two blocks, well in range)
+    assert list(result["block_max_abs"]) == ["blocks.0", "blocks.1"]
+    assert all(0 < v < 65504 / 8 for v in result["block_max_abs"].values())
+    assert result["fp16_calibration"]["inputs"][0].startswith("astronaut ")
     saved = RunOutputs.load(report / "outputs" / "onnxruntime-plugin.npz")
     assert saved.backend == "onnxruntime-plugin" and saved.outputs["rocket"].shape == (1, 3, 108, 160)
 
