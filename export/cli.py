@@ -23,6 +23,8 @@ def fail(message: str) -> NoReturn:
 
 
 def quiet_exporter_logs() -> None:
-    """torch.onnx warns about optional torchvision ops on every export; they do not concern ESC."""
+    """torch.onnx warns about optional torchvision ops on every export; they do not concern ESC.
+
+    Global logging state: for the command lines' main() only, never from library code."""
     for name in ("torch.onnx", "torch.onnx._internal.exporter._registration"):
         logging.getLogger(name).setLevel(logging.ERROR)

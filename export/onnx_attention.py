@@ -6,11 +6,15 @@ model-local ONNX function of that name whose body is the reference math, so ONNX
 
 ``native``: standard ops in the form TensorRT's MHA fusion matches: Q scaled before Q.K^T, an
 additive bias, Softmax, then .V; with opset >= 23 the attention itself is one ``Attention`` node.
+
+Importing this module registers nothing: ``register()`` (the exporter calls it) makes the three backends
+selectable by name, and the torch op is defined on first use (``window_attention_op``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -41,25 +45,42 @@ class _TableSpec:
         return expand_bias(self.relative_position_bias, *relative_position_indices(self.window_size))
 
 
-@torch.library.custom_op("esc_export::window_attention", mutates_args=())
-def window_attention_op(qkv: Tensor, table: Tensor, num_heads: int, window_size: int) -> Tensor:
-    """Eager meaning of the plugin node: the naive reference."""
-    spec: Any = _TableSpec(table, num_heads, window_size)
-    return get_attention("naive")(spec, qkv)
+OP_NAME = "esc_export::window_attention"
+_op_lock = threading.Lock()
+_op: Any = None
 
 
-@window_attention_op.register_fake
-def _(qkv: Tensor, table: Tensor, num_heads: int, window_size: int) -> Tensor:
-    b, c3, h, w = qkv.shape
-    return qkv.new_empty(b, c3 // 3, h, w)
+def window_attention_op() -> Any:
+    """The torch op behind the plugin node, defined once per process on first use."""
+    global _op
+    if _op is None:  # the lock only until defined: this runs on every forward
+        with _op_lock:  # torch.library refuses a second definition of the same name
+            if _op is None:
+                _op = _define_window_attention_op()
+    return _op
 
 
-@register_attention(PLUGIN_BACKEND)
+def _define_window_attention_op() -> Any:
+    @torch.library.custom_op(OP_NAME, mutates_args=())
+    def window_attention(qkv: Tensor, table: Tensor, num_heads: int, window_size: int) -> Tensor:
+        """Eager meaning of the plugin node: the naive reference."""
+        spec: Any = _TableSpec(table, num_heads, window_size)
+        return get_attention("naive")(spec, qkv)
+
+    @window_attention.register_fake
+    def _(qkv: Tensor, table: Tensor, num_heads: int, window_size: int) -> Tensor:
+        b, c3, h, w = qkv.shape
+        return qkv.new_empty(b, c3 // 3, h, w)
+
+    return window_attention
+
+
 def plugin_attention(module: WindowAttentionSpec, qkv: Tensor) -> Tensor:
-    return window_attention_op(qkv, module.relative_position_bias, module.num_heads, module.window_size)
+    op = window_attention_op()
+    out: Tensor = op(qkv, module.relative_position_bias, module.num_heads, module.window_size)
+    return out
 
 
-@register_attention(NATIVE_BACKEND)
 @windowed
 def native_attention(module: WindowAttentionSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     q = q * q.shape[-1] ** -0.5  # scale Q first: the pattern TensorRT fuses into one MHA kernel
@@ -67,11 +88,27 @@ def native_attention(module: WindowAttentionSpec, q: Tensor, k: Tensor, v: Tenso
     return F.softmax(score, dim=-1) @ v
 
 
-@register_attention(NATIVE_SDPA_BACKEND)
 @windowed
 def native_sdpa_attention(module: WindowAttentionSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Exported as one ONNX ``Attention`` node at opset >= 23."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=module.expanded_bias().to(q.dtype))
+
+
+BACKENDS = {
+    PLUGIN_BACKEND: plugin_attention,
+    NATIVE_BACKEND: native_attention,
+    NATIVE_SDPA_BACKEND: native_sdpa_attention,
+}
+
+
+def register() -> None:
+    """Make the export backends selectable by name in esc (idempotent); the code that needs them calls it.
+
+    Explicit rather than on import: esc's set of backends would otherwise depend on import order, and
+    esc (the first stage) never names export.
+    """
+    for name, fn in BACKENDS.items():
+        register_attention(name)(fn)
 
 
 def _plugin_schema() -> Any:
@@ -126,4 +163,5 @@ def plugin_translation() -> dict[Any, Any]:
             plugin_namespace=contract.PLUGIN_NAMESPACE,
         )
 
+    window_attention_op()  # the table's key is the op itself: define it first
     return {torch.ops.esc_export.window_attention.default: translate}

@@ -236,6 +236,7 @@ def to_onnx_proto(
         calibration = calibration_for(options.calibration, model.config, large_shape=options.calibration_shape)
 
     deploy = model.to_deploy().float().cpu()
+    onnx_attention.register()  # the export backends are selectable only once registered
     deploy.set_attention(options.torch_backend)
     example, dynamic_shapes = _example_and_dims(deploy, options)
     translation = onnx_attention.plugin_translation() if options.attention == "plugin" else None

@@ -277,10 +277,9 @@ def model_fingerprint(model: ESCBase) -> str:
 
 def _export_bytes(model: ESCBase, graph: Graph) -> bytes:
     """The fp32 graph with the exporter's metadata, serialised (a copy, so the cache is never aliased)."""
-    from export.cli import quiet_exporter_logs
     from export.onnx_export import OnnxExportOptions, to_onnx_proto
 
-    quiet_exporter_logs()
+    # Library code leaves global logging alone: the commands (parity.py, benchmark.py) quiet the exporter.
     proto = to_onnx_proto(model, OnnxExportOptions(attention=graph), keep_metadata=True)
     return bytes(proto.SerializeToString())
 
