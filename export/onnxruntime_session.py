@@ -19,12 +19,21 @@ CPU = ("CPUExecutionProvider",)
 
 
 def ort_session(
-    model: onnx.ModelProto | Path | str, *, providers: Sequence[str] = CPU, arena: bool = False
+    model: onnx.ModelProto | Path | str,
+    *,
+    providers: Sequence[str] = CPU,
+    arena: bool = False,
+    priority_order: bool = False,
 ) -> onnxruntime.InferenceSession:
+    """``priority_order``: run each node as soon as its inputs exist. The default order may run a
+    value's extra consumers (the calibration's probes) late and keep every activation alive until
+    then: 2.7 GiB instead of 1.1 GiB for ESC-light at 128x128, 24 GiB and killed at 347x617."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     options.enable_cpu_mem_arena = arena
+    if priority_order:
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     source = str(model) if isinstance(model, Path | str) else model.SerializeToString()
     return ort.InferenceSession(source, options, providers=list(providers))
