@@ -18,10 +18,7 @@ import sys
 from pathlib import Path
 
 from export.cli import ArgumentParser, fail, quiet_exporter_logs
-from export.defaults import DEFAULT_PLUGIN, DEFAULT_PRESET
-from validation.benchmark_suite import BACKENDS, PAPER_RUNS, Device
-
-DEFAULT_REPORT_DIR = Path("reports/benchmark")
+from validation.benchmark_suite import PAPER_RUNS, BenchmarkOptions, Device, format_size
 
 
 def _csv(text: str) -> list[str]:
@@ -34,19 +31,22 @@ def build_parser() -> ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all)")
-    parser.add_argument("--output-size", default="1280x720", metavar="WxH", help="output size (default 1280x720)")
-    parser.add_argument("--scale", default=None, help="comma-separated scales (default 2,4; a checkpoint's own)")
-    parser.add_argument("--dtype", default="fp16,fp32", help="comma-separated: fp16, fp32")
-    parser.add_argument("--runs", type=int, default=PAPER_RUNS, help=f"timed runs (default {PAPER_RUNS})")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    d = BenchmarkOptions()  # every default is the options dataclass's
+    parser.add_argument("--backends", default=",".join(d.backends), help="comma-separated (default: all)")
+    parser.add_argument("--output-size", default=format_size(d.output_size), metavar="WxH",
+                        help="output size (default %(default)s)")  # fmt: skip
+    scales = ",".join(map(str, d.scales))
+    parser.add_argument("--scale", default=None, help=f"comma-separated scales (default {scales}; a checkpoint's own)")
+    parser.add_argument("--dtype", default=",".join(d.dtypes), help="comma-separated: fp16, fp32 (default %(default)s)")
+    parser.add_argument("--runs", type=int, default=d.runs, help="timed runs (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs first (default %(default)s)")
     parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available, else cpu")
-    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"model preset (default {DEFAULT_PRESET})")
+    parser.add_argument("--preset", default=d.preset, help="model preset (default %(default)s)")
     parser.add_argument("--checkpoint", type=Path, help="official checkpoint instead of the preset")
-    parser.add_argument("--plugin", type=Path, default=DEFAULT_PLUGIN, help="TensorRT plugin library")
-    parser.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR, help=f"default {DEFAULT_REPORT_DIR}")
-    parser.add_argument("--calibration", default="auto", metavar="DIR|auto|off",
-                        help="fp16 cases: the calibrated fp16 rule's photographs (default: auto)")  # fmt: skip
+    parser.add_argument("--plugin", type=Path, default=d.plugin, help="TensorRT plugin library")
+    parser.add_argument("--report-dir", type=Path, default=d.work_dir, help="default: %(default)s")
+    parser.add_argument("--calibration", default=d.calibration, metavar="DIR|auto|off",
+                        help="fp16 cases: the calibrated fp16 rule's photographs (default: %(default)s)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
             scales: tuple[int, ...] = (esc.infer_config(esc.read_state_dict(args.checkpoint)).scale,)
         else:
-            scales = tuple(int(s) for s in _csv(args.scale or "2,4"))
+            scales = tuple(int(s) for s in _csv(args.scale)) if args.scale else BenchmarkOptions().scales
         options = BenchmarkOptions(
             backends=tuple(_csv(args.backends)),
             output_size=parse_size(args.output_size),

@@ -18,16 +18,15 @@ import sys
 from pathlib import Path
 
 from export.cli import ArgumentParser, fail, quiet_exporter_logs
-from export.defaults import DEFAULT_PLUGIN, DEFAULT_PRESET, DEFAULT_SCALE
-from export.fp16_calibration import DEFAULT_LARGE_SHAPE
+from export.defaults import DEFAULT_PRESET, DEFAULT_SCALE
 from export.shape_profile import parse_side_pair
 from validation.images import DEFAULT_IMAGES, DEFAULT_MAX_SIDE
 from validation.parity_runners import BACKENDS, GROUPS
-
-DEFAULT_REPORT_DIR = Path("reports/parity")
+from validation.parity_suite import ParityOptions
 
 
 def build_parser() -> ArgumentParser:
+    d = ParityOptions()  # every default is the options dataclass's
     parser = ArgumentParser(
         prog="python validation/parity.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -46,21 +45,23 @@ def build_parser() -> ArgumentParser:
         default=DEFAULT_MAX_SIDE,
         help=f"cap on the longer input side after dividing by the scale; 0: no cap (default {DEFAULT_MAX_SIDE})",
     )
-    parser.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR, help=f"default {DEFAULT_REPORT_DIR}")
+    parser.add_argument("--report-dir", type=Path, default=d.work_dir, help="default: %(default)s")
     parser.add_argument("--save-outputs", action="store_true", help="also write each backend's outputs as .npz")
     parser.add_argument("--engine", type=Path, help="TensorRT engine to check (default: build one in --report-dir)")
-    parser.add_argument("--plugin", type=Path, default=DEFAULT_PLUGIN, help="TensorRT plugin library")
-    parser.add_argument("--trt-precision", choices=["fp16", "fp32"], default="fp16", help="of the engine built")
+    parser.add_argument("--plugin", type=Path, default=d.plugin, help="TensorRT plugin library")
+    parser.add_argument(
+        "--trt-precision", choices=["fp16", "fp32"], default=d.trt_precision, help="of the engine built"
+    )
     parser.add_argument(
         "--calibration",
-        default="auto",
+        default=d.calibration,
         metavar="DIR|auto|off",
         help="the fp16 rule's calibration for every fp16 backend (as export/to_onnx.py --precision fp16): "
-        "auto: scikit-image's photographs, off: by op type only (default: auto)",
+        "auto: scikit-image's photographs, off: by op type only (default: %(default)s)",
     )
     parser.add_argument(
         "--calibration-shape",
-        default="x".join(map(str, DEFAULT_LARGE_SHAPE)),
+        default="x".join(map(str, d.calibration_shape)),
         metavar="HxW",
         help="the large calibration input (shrunk to fit memory; default: %(default)s)",
     )

@@ -29,7 +29,7 @@ def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert (tmp_path / name).stat().st_size > 0
     report = json.loads((tmp_path / "benchmark.json").read_text())
     cases = {c["backend"]: c for c in report["cases"]}
-    assert list(cases) == list(benchmark.BACKENDS)
+    assert list(cases) == list(BenchmarkOptions().backends)
     assert report["options"]["output_size"] == [96, 128]  # (height, width), as the cases' sizes
     for name in ("eager-naive", "eager-sdpa", "onnxruntime", "onnxruntime-plugin"):
         case = cases[name]
