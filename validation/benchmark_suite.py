@@ -357,27 +357,22 @@ def _prepare_onnxruntime(
 def _prepare_tensorrt(model: ESCBase, dtype: DType, shape: tuple[int, ...], options: BenchmarkOptions) -> Prepared:
     import torch
 
-    from export.engine_build import build_engine
-    from export.engine_options import EngineOptions
-    from export.engine_options import Precision as EnginePrecision
+    from export.engine_from_graph import build_engine_from_graph
     from export.engine_runner import EngineRunner
-    from export.files import atomic_write_bytes
     from export.shape_profile import ShapeProfile
     from validation.parity_runners import export_graphs
 
-    onnx_path = options.work_dir / f"benchmark_x{model.config.scale}.onnx"
-    atomic_write_bytes(onnx_path, export_graphs(model, ["plugin"])["plugin"].SerializeToString())
     b, c, h, w = shape
     static = (b, c, h, w)
-    engine_options = EngineOptions(
-        onnx=onnx_path,
-        plugin=options.plugin,
-        precision=EnginePrecision(dtype),
-        calibration=options.calibration,
+    built = build_engine_from_graph(
+        export_graphs(model, ["plugin"])["plugin"],
+        onnx_path=options.work_dir / f"benchmark_x{model.config.scale}.onnx",
+        engine=options.work_dir / f"benchmark_x{model.config.scale}_{dtype}_{h}x{w}.engine",
         profile=ShapeProfile(static, static, static),
-        output=options.work_dir / f"benchmark_x{model.config.scale}_{dtype}_{h}x{w}.engine",
+        precision=dtype,
+        plugin=options.plugin,
+        calibration=options.calibration,
     )
-    built = build_engine(engine_options, progress=False)
     # --device cuda is the current CUDA device: the one the engine was built on and measure()'s events use.
     runner = EngineRunner(built.engine, plugin=options.plugin, device=torch.cuda.current_device())
     x = torch.rand(shape, device=runner.device)

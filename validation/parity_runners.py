@@ -299,7 +299,7 @@ def export_graphs(model: ESCBase, graphs: Sequence[Graph]) -> dict[str, onnx.Mod
 
 
 def build_parity_engine(
-    plugin_graph: Any,
+    plugin_graph: onnx.ModelProto,
     inputs: Sequence[InputImage],
     *,
     precision: Precision,
@@ -309,11 +309,9 @@ def build_parity_engine(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Build an engine from the fp32 plugin graph whose profile covers every parity input."""
-    from export.engine_build import build_engine, describe
-    from export.engine_options import EngineOptions
-    from export.engine_options import Precision as EnginePrecision
+    from export.engine_build import describe
+    from export.engine_from_graph import build_engine_from_graph
     from export.engine_plugin import require_plugin_file
-    from export.files import atomic_write_bytes
     from export.shape_profile import ShapeProfile
 
     require_plugin_file(plugin)
@@ -324,16 +322,14 @@ def build_parity_engine(
         opt=(1, 3, max(heights), max(widths)),
         max=(1, 3, max(heights), max(widths)),
     )
-    onnx_path = work_dir / "parity_plugin.onnx"
-    atomic_write_bytes(onnx_path, plugin_graph.SerializeToString())
-    options = EngineOptions(
-        onnx=onnx_path,
-        plugin=plugin,
-        precision=EnginePrecision(precision),
-        calibration=calibration,
+    result = build_engine_from_graph(
+        plugin_graph,
+        onnx_path=work_dir / "parity_plugin.onnx",
+        engine=work_dir / f"parity_{precision}.engine",
         profile=profile,
-        output=work_dir / f"parity_{precision}.engine",
+        precision=precision,
+        plugin=plugin,
+        calibration=calibration,
     )
-    result = build_engine(options, progress=False)
     log(f"built {describe(result)}")
     return result.engine
