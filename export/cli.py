@@ -17,9 +17,15 @@ class ArgumentParser(argparse.ArgumentParser):
         fail(f"{self.prog}: {message} (see --help)")
 
 
+def error(message: str) -> int:
+    """The one error style of every command here: ``error: <one line>`` on stderr; returns exit code 2."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def fail(message: str) -> NoReturn:
-    print(f"error: {message}".splitlines()[0], file=sys.stderr)
-    raise SystemExit(EXIT_USAGE)
+    """``error`` and exit with its code (from anywhere in a command's main)."""
+    raise SystemExit(error(str(message).splitlines()[0] if str(message).strip() else message))
 
 
 def quiet_exporter_logs() -> None:

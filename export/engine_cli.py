@@ -172,8 +172,9 @@ def print_trtexec(options: EngineOptions, trt_major: int | None) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
-    return EXIT_USER_ERROR
+    from export.cli import error
+
+    return error(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

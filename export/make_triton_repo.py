@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from export.cli import ArgumentParser
+from export.cli import ArgumentParser, error
 from export.triton_repo import (
     DEFAULT_ORT_MAX_BATCH,
     DEFAULT_ORT_MAX_INPUT,
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = make_repository(spec, args.output, overwrite=args.overwrite)
     except (ValueError, OSError) as exc:
-        print(f"make_triton_repo: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return error(str(exc))
     print(f"wrote {result.repo} with models: {', '.join(result.models)}")
     print(f"start Triton here ({result.repo / 'launch_triton.sh'}):\n  {shlex.join(result.launch)}")
     print(f"or in a container ({result.repo / 'docker_triton.sh'}):\n  {shlex.join(result.docker)}")

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from export.cli import ArgumentParser
+from export.cli import ArgumentParser, error
 from export.files import atomic_write_text
 from validation.machine import nvidia_driver
 
@@ -222,8 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sfu-ex2-per-clock", type=int, default=SfuAssumption.ex2_per_clock_per_sm)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print("kernel_benchmark: needs a CUDA device; none is available", file=sys.stderr)
-        return 2
+        return error("kernel_benchmark needs a CUDA device; none is available")
     sfu = SfuAssumption(ex2_per_clock_per_sm=args.sfu_ex2_per_clock, clock_ghz=args.sfu_clock_ghz)
     rows = run_benchmark(args.warmup, args.iters, sfu)
     from validation.kernel_sass import doc_section

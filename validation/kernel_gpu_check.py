@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from export.cli import ArgumentParser
+from export.cli import ArgumentParser, error
 from export.files import atomic_write_text
 from validation.kernel_benchmark import BACKENDS, CASES, SfuAssumption, _Spec, machine, time_cuda
 
@@ -141,8 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-large", action="store_true", help="skip the 4.5 GB large-offset case")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print("kernel_gpu_check: needs a CUDA device; none is available", file=sys.stderr)
-        return 2
+        return error("kernel_gpu_check needs a CUDA device; none is available")
     current, peak = sm_clock_mhz()
     # The exp floor at the clock read now (boost may move during the run; both clocks are recorded).
     sfu = SfuAssumption(clock_ghz=(current or peak or SfuAssumption.clock_ghz * 1e3) / 1e3)

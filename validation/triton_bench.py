@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from export.cli import error
 from export.defaults import DEFAULT_ONNX, REPO_ROOT
 
 BEGIN = "<!-- triton_bench: begin (written by validation/triton_bench.py) -->"
@@ -296,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         options = parse_args(argv)
         report = run_benchmark(options)
     except (ValueError, OSError, TritonError, TritonServerError) as exc:
-        print(f"triton_bench: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return error(str(exc))
     section = report_markdown(report)
     print(section)
     if options.report is not None:

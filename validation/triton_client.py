@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from export.cli import ArgumentParser
+from export.cli import ArgumentParser, error
 from validation.triton_io import (
     DEFAULT_TIMEOUT_S,
     TilePlan,
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         write_image(args.output, result)
     except (ValueError, OSError, TritonError) as exc:
         where = "" if "model '" in str(exc) else f"model {args.model!r}: "
-        print(f"triton_client: error: {where}{' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return error(f"{where}{exc}")
     h, w = image.shape[2:]
     s = info.scale
     print(f"{args.input} {w}x{h} -> {args.output} {w * s}x{h * s} in {elapsed:.3f} s (tile {plan.tile})")

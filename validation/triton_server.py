@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from export.cli import error
+
 PYTRITON_VERSION = "0.7.0"
 INSTALL_HINT = f"pip install --no-deps --target build/pytriton nvidia-pytriton=={PYTRITON_VERSION}"
 ENV_DIR = "ESC_PYTRITON_DIR"
@@ -363,8 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         server.start()
     except (TritonServerError, OSError) as exc:
-        print(f"triton_server: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return error(str(exc))
     where = f"serving {', '.join(models)}: HTTP {server.http_url}, gRPC {server.grpc_url}"
     if args.detach:
         print(f"{where}; stop it with: kill {server.pid}", file=sys.stderr)

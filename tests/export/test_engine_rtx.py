@@ -182,7 +182,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     result = build(*make_args(default_onnx, tmp_path, trt10_plugin), "--output", str(engine))
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("build_engine.py: error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert message in lines[0]
     assert not engine.exists() and not sidecar_path(engine).exists()
     assert not out.exists() or not any(out.iterdir())
@@ -264,7 +264,7 @@ def test_unversioned_library_without_a_compiler_is_one_line(
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("build_engine.py: error: ") and message in line and "libtensorrt_rtx.so" in line
+    assert line.startswith("error: ") and message in line and "libtensorrt_rtx.so" in line
     assert not engine.exists() and not sidecar_path(engine).exists()
 
 
