@@ -28,6 +28,7 @@ from typing import Any, Literal
 from export.defaults import DEFAULT_ONNX, DEFAULT_PLUGIN, ENGINES_DIR
 from export.engine_env import RUNTIME_CHOICES, RuntimeChoice
 from export.engine_files import sha256_file
+from export.precision import Precision as Precision  # the engine modules take it from here
 from export.shape_profile import ShapeProfile
 
 FieldKind = Literal["setting", "identity", "location", "choice"]
@@ -42,12 +43,8 @@ SIDECAR_SUFFIX = ".json"
 ENGINE_SUFFIX = ".engine"
 
 
-class Precision(str, Enum):
-    """What `--fp16` selects. On TensorRT 10.x FP16 is a builder flag (with LayerNorm/softmax pinned
-    to fp32); on 11.x and TensorRT for RTX it means building the fp16 mixed-precision ONNX, strongly typed."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
+# What `--fp16` selects: on TensorRT 10.x FP16 is a builder flag (with LayerNorm/softmax and the calibrated
+# nodes pinned to fp32); on 11.x and TensorRT for RTX, building the fp16 mixed-precision ONNX, strongly typed.
 
 
 def _kind(kind: FieldKind) -> dict[str, FieldKind]:

@@ -10,6 +10,7 @@ from export.cli import ArgumentParser, fail, quiet_exporter_logs
 from export.defaults import DEFAULT_PRESET, DEFAULT_SCALE, DEFAULT_SEED, ENGINES_DIR
 from export.fp16_calibration import DEFAULT_LARGE_SHAPE
 from export.onnx_export import DEFAULT_OPSET, OnnxExportOptions, export_onnx
+from export.precision import Precision
 from export.shape_profile import parse_shape, parse_side_pair
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ def build_parser() -> ArgumentParser:
                         f"random {DEFAULT_PRESET} x{DEFAULT_SCALE}")  # fmt: skip
     parser.add_argument("--output", type=Path, help="ONNX file to write; default: under engines/")
     parser.add_argument("--attention", choices=["plugin", "native"], default="plugin")
-    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    parser.add_argument("--precision", choices=[p.value for p in Precision], default=Precision.FP32.value)
     parser.add_argument(
         "--calibration",
         default="auto",

@@ -20,6 +20,7 @@ from export import plugin_contract as contract
 from export.files import atomic_output
 from export.fp16_calibration import DEFAULT_LARGE_SHAPE, CalibrationSet, calibration_for, check_calibration_choice
 from export.onnx_metadata import model_props
+from export.precision import Precision, as_precision
 
 if TYPE_CHECKING:
     import onnx
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from esc.models import ESCBase
 
 AttentionMode = Literal["plugin", "native"]
-Precision = Literal["fp32", "fp16"]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -41,7 +41,7 @@ class OnnxExportOptions:
     """Every choice that changes the exported file."""
 
     attention: AttentionMode = "plugin"
-    precision: Precision = "fp32"
+    precision: Precision = Precision.FP32
     opset: int = DEFAULT_OPSET
     static_shape: tuple[int, int, int, int] | None = None
     # fp16 only: 'auto', 'off' or a folder of photographs (export/fp16_calibration.py).
@@ -51,8 +51,7 @@ class OnnxExportOptions:
     def __post_init__(self) -> None:
         if self.attention not in ("plugin", "native"):
             raise ValueError(f"attention must be 'plugin' or 'native', got {self.attention!r}")
-        if self.precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
+        object.__setattr__(self, "precision", as_precision(self.precision))
         if not DEFAULT_OPSET <= self.opset <= 25:
             raise ValueError(f"opset must be between {DEFAULT_OPSET} and 25, got {self.opset}")
         check_calibration_choice(self.calibration)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from export.defaults import DEFAULT_PLUGIN, DEFAULT_PRESET, DEFAULT_SEED
+from export.precision import Precision, as_precision
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from validation.parity_runners import Graph
 
 Device = Literal["cuda", "cpu"]
-DType = Literal["fp16", "fp32"]
 BACKENDS = ("eager-naive", "eager-sdpa", "eager-flex", "eager-fused", "onnxruntime", "onnxruntime-plugin", "tensorrt")
 PAPER_RUNS = 100
 PAPER_OUTPUT = (720, 1280)  # (height, width): the paper's 1280x720
@@ -49,7 +49,7 @@ class BenchmarkOptions:
     backends: tuple[str, ...] = BACKENDS
     output_size: tuple[int, int] = PAPER_OUTPUT  # (height, width), as every size here; the CLI spells it WxH
     scales: tuple[int, ...] = (2, 4)
-    dtypes: tuple[DType, ...] = ("fp16", "fp32")
+    dtypes: tuple[Precision, ...] = (Precision.FP16, Precision.FP32)
     runs: int = PAPER_RUNS
     warmup: int = 10
     device: Device = "cpu"
@@ -69,9 +69,9 @@ class BenchmarkOptions:
         from export.fp16_calibration import check_calibration_choice
 
         check_calibration_choice(self.calibration)
-        bad = [d for d in self.dtypes if d not in ("fp16", "fp32")]
-        if bad or not self.dtypes:
-            raise ValueError(f"dtypes: expected fp16 and/or fp32, found {list(self.dtypes)}")
+        if not self.dtypes:
+            raise ValueError("dtypes: expected fp16 and/or fp32, found none")
+        object.__setattr__(self, "dtypes", tuple(as_precision(d, "dtypes") for d in self.dtypes))
         if not self.scales or any(s < 1 for s in self.scales):
             raise ValueError(f"scales: expected positive integers, found {list(self.scales)}")
         height, width = self.output_size
@@ -104,7 +104,7 @@ def format_size(size: tuple[int, int]) -> str:
 class CaseResult:
     backend: str
     scale: int
-    dtype: DType
+    dtype: Precision
     input_size: tuple[int, int]  # (height, width)
     output_size: tuple[int, int]  # (height, width)
     status: Literal["ok", "skipped", "error"]
@@ -299,7 +299,7 @@ def fp16_context(model: ESCBase, calibration: str) -> Fp16Context:
 
 
 def _prepare_eager(
-    model: ESCBase, backend: str, dtype: DType, device: Device, shape: tuple[int, ...], calibration: str
+    model: ESCBase, backend: str, dtype: Precision, device: Device, shape: tuple[int, ...], calibration: str
 ) -> Prepared:
     import copy
 
@@ -324,7 +324,7 @@ def _prepare_eager(
 
 def _prepare_onnxruntime(
     model: ESCBase,
-    dtype: DType,
+    dtype: Precision,
     device: Device,
     shape: tuple[int, ...],
     calibration: str,
@@ -354,7 +354,7 @@ def _prepare_onnxruntime(
     return Prepared(fn, host_ready, "", detail)
 
 
-def _prepare_tensorrt(model: ESCBase, dtype: DType, shape: tuple[int, ...], options: BenchmarkOptions) -> Prepared:
+def _prepare_tensorrt(model: ESCBase, dtype: Precision, shape: tuple[int, ...], options: BenchmarkOptions) -> Prepared:
     import torch
 
     from export.engine_from_graph import build_engine_from_graph
@@ -428,7 +428,7 @@ def measure(
 
 
 def run_case(
-    model: ESCBase, backend: str, dtype: DType, options: BenchmarkOptions, *, progress: bool = False
+    model: ESCBase, backend: str, dtype: Precision, options: BenchmarkOptions, *, progress: bool = False
 ) -> CaseResult:
     scale = model.config.scale
     h, w = options.input_size(scale)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from export.cli import ArgumentParser, fail, quiet_exporter_logs
 from export.defaults import DEFAULT_PRESET, DEFAULT_SCALE
+from export.precision import Precision
 from export.shape_profile import parse_side_pair
 from validation.images import DEFAULT_IMAGES, DEFAULT_MAX_SIDE
 from validation.parity_runners import BACKENDS, GROUPS
@@ -50,7 +51,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--engine", type=Path, help="TensorRT engine to check (default: build one in --report-dir)")
     parser.add_argument("--plugin", type=Path, default=d.plugin, help="TensorRT plugin library")
     parser.add_argument(
-        "--trt-precision", choices=["fp16", "fp32"], default=d.trt_precision, help="of the engine built"
+        "--trt-precision",
+        choices=[p.value for p in Precision],
+        default=d.trt_precision.value,
+        help="of the engine built",
     )
     parser.add_argument(
         "--calibration",

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from export.files import atomic_output
+from export.precision import Precision
 
 if TYPE_CHECKING:
     import onnx
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 BackendKind = Literal["torch", "onnxruntime", "tensorrt"]
 Graph = Literal["plugin", "native"]
-Precision = Literal["fp32", "fp16"]
 GRAPHS: tuple[Graph, ...] = ("plugin", "native")
 
 
@@ -56,14 +56,14 @@ REFERENCE = "torch-fp32"
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend("torch-fp32", "torch", "fp32"),
-        Backend("torch-fp16", "torch", "fp16"),
-        Backend("onnxruntime-plugin", "onnxruntime", "fp32", "plugin"),
-        Backend("onnxruntime-native", "onnxruntime", "fp32", "native"),
-        Backend("onnxruntime-fp16-plugin", "onnxruntime", "fp16", "plugin"),
-        Backend("onnxruntime-fp16-native", "onnxruntime", "fp16", "native"),
+        Backend("torch-fp32", "torch", Precision.FP32),
+        Backend("torch-fp16", "torch", Precision.FP16),
+        Backend("onnxruntime-plugin", "onnxruntime", Precision.FP32, "plugin"),
+        Backend("onnxruntime-native", "onnxruntime", Precision.FP32, "native"),
+        Backend("onnxruntime-fp16-plugin", "onnxruntime", Precision.FP16, "plugin"),
+        Backend("onnxruntime-fp16-native", "onnxruntime", Precision.FP16, "native"),
         # Precision is the engine's (ParityOptions.trt_precision, or the given engine's sidecar).
-        Backend("tensorrt", "tensorrt", "fp16", "plugin"),
+        Backend("tensorrt", "tensorrt", Precision.FP16, "plugin"),
     )
 }
 # Names that stand for several backends in --backends.
@@ -214,7 +214,7 @@ class TensorRTRunner:
 
     @property
     def precision(self) -> Precision:
-        return "fp32" if self.runner.sidecar.precision.value == "fp32" else "fp16"
+        return self.runner.sidecar.precision
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch

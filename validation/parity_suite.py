@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from export.defaults import DEFAULT_PLUGIN
 from export.fp16_calibration import DEFAULT_LARGE_SHAPE, CalibrationSet, calibration_for, check_calibration_choice
+from export.precision import as_precision
 from validation.parity_drift import DriftReport, localise_drift
 from validation.parity_fp16 import BlockRange, Fp16Context, block_ranges, diagnose
 from validation.parity_runners import (
@@ -55,7 +56,7 @@ class ParityOptions:
 
     backends: tuple[str, ...] | None = None  # None: every backend that can run here
     torch_device: str = "cpu"  # torch-fp16's device; the reference always runs in float32 on the CPU
-    trt_precision: Precision = "fp16"
+    trt_precision: Precision = Precision.FP16
     engine: Path | None = None  # a built engine for the tensorrt backend; else one is built in work_dir
     plugin: Path = DEFAULT_PLUGIN
     work_dir: Path = Path("reports/parity")
@@ -70,6 +71,7 @@ class ParityOptions:
         if unknown:
             raise ValueError(f"unknown backends {unknown}; known: {', '.join(BACKENDS)}")
         check_calibration_choice(self.calibration)
+        object.__setattr__(self, "trt_precision", as_precision(self.trt_precision, "trt precision"))
 
 
 @dataclass
@@ -181,7 +183,7 @@ def run_parity(
         log(f"exported in {time.perf_counter() - t0:.1f} s")
 
     reference_model = _reference_model(model)
-    reference_runner = TorchRunner(REFERENCE, reference_model, precision="fp32", device="cpu")
+    reference_runner = TorchRunner(REFERENCE, reference_model, precision=Precision.FP32, device="cpu")
     reference = run_inputs(reference_runner, inputs, progress=options.progress)
     results[REFERENCE].status, results[REFERENCE].run = "reference", reference
     fp16 = Fp16Context(model, _calibration(model, options, runnable, log), options.calibration)
