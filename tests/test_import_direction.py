@@ -1,4 +1,5 @@
-"""Data flows one way: model (esc) -> export (ONNX, engines, serving) -> validation beside them.
+"""Data flows one way: model (esc) -> export (ONNX, engines, serving) -> validation beside them, and the
+esc-deploy command line (esc_deploy) over all of them.
 
 A module of a lower stage that imports a higher one fails here, wherever the import sits (top level,
 inside a function, or under TYPE_CHECKING), so a stage can be installed and used without the ones after it.
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ("esc", "export", "validation")  # each may import only the stages before it
+STAGES = ("esc", "export", "validation", "esc_deploy")  # each may import only the stages before it
 
 
 def imported_packages(path: Path) -> set[str]:

@@ -1,0 +1,41 @@
+"""esc-deploy SUBCOMMAND [ARGS]: the stages' own command lines under one name, plus ``upscale``.
+
+Each subcommand is the stage's ``main`` (the same options and errors as ``python export/to_onnx.py``
+and the other scripts), so nothing is spelled twice; ``upscale`` is the user-facing job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# subcommand -> (module, what it does); each module has main(argv) -> int
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("export.onnx_cli", "ESC checkpoint -> ONNX (python export/to_onnx.py)"),
+    "build": ("export.engine_cli", "ONNX -> TensorRT engine (python export/build_engine.py)"),
+    "parity": ("validation.parity", "numerical parity of every backend (python validation/parity.py)"),
+    "bench": ("validation.benchmark", "latency and memory per backend (python validation/benchmark.py)"),
+    "triton-repo": ("export.make_triton_repo", "Triton model repository (python export/make_triton_repo.py)"),
+    "upscale": ("esc_deploy.upscale", "upscale an image or a folder, tiled, with torch, ONNX Runtime or TensorRT"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    return "usage: esc-deploy SUBCOMMAND [ARGS] (esc-deploy SUBCOMMAND --help)\n\nsubcommands:\n" + "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from export.cli import error
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        return error(f"esc-deploy: unknown subcommand {name!r}; expected one of {', '.join(SUBCOMMANDS)}")
+    entry: Callable[[list[str]], int] = importlib.import_module(SUBCOMMANDS[name][0]).main
+    return entry(rest)
