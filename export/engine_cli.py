@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from export.cli import ArgumentParser
-from export.defaults import ENGINES_DIR
+from export.defaults import OUTPUT_DIR
 from export.engine_env import (
     RTX_COMPUTE_CAPABILITIES,
     RTX_DEFAULT_TARGETS,
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         default=d.output,
-        help="engine path (default: engines/<name with ONNX "
+        help="engine path (default: build/<name with ONNX "
         "hash, TensorRT version, GPU>.engine; sidecar JSON beside it)",
     )
     p.add_argument(
@@ -138,7 +138,7 @@ def planned_engine_path(options: EngineOptions) -> Path:
     """--output, or a name without the parts only a build knows (hashes, runtime version, target)."""
     if options.output is not None:
         return options.output
-    return ENGINES_DIR / f"{options.onnx.stem}_{options.precision.value}{ENGINE_SUFFIX}"
+    return OUTPUT_DIR / f"{options.onnx.stem}_{options.precision.value}{ENGINE_SUFFIX}"
 
 
 def planned_runtime(options: EngineOptions, trt_major: int | None) -> TrtRuntime:

@@ -25,7 +25,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from export.defaults import DEFAULT_ONNX, DEFAULT_PLUGIN, ENGINES_DIR
+from export.defaults import DEFAULT_ONNX, DEFAULT_PLUGIN, OUTPUT_DIR
 from export.engine_env import RUNTIME_CHOICES, RuntimeChoice
 from export.engine_files import sha256_file
 from export.precision import Precision as Precision  # the engine modules take it from here
@@ -142,7 +142,7 @@ def default_engine_name(options: EngineOptions, onnx_sha256: str, key: str, runt
 def engine_path(options: EngineOptions, onnx_sha256: str, key: str, runtime_tag: str, target: str) -> Path:
     if options.output is not None:
         return options.output
-    return ENGINES_DIR / default_engine_name(options, onnx_sha256, key, runtime_tag, target)
+    return OUTPUT_DIR / default_engine_name(options, onnx_sha256, key, runtime_tag, target)
 
 
 def sidecar_path(engine: Path) -> Path:

@@ -1,6 +1,6 @@
 """Run a built engine from Python on torch CUDA tensors: what validation and serving use.
 
-    runner = EngineRunner(Path("engines/esc-light_x4_fp16_....engine"))
+    runner = EngineRunner(Path("build/esc-light_x4_fp16_....engine"))
     y = runner(x)  # x: (N, 3, H, W) CUDA tensor inside the engine's profile -> (N, 3, sH, sW)
 
 Before deserializing, the sidecar is checked against what is loaded (TensorRT version, plugin

@@ -1,8 +1,8 @@
 """Write a Triton model repository for an exported ESC model (TensorRT engine and/or ONNX file).
 
-    python export/make_triton_repo.py --onnx engines/esc-light_x4.onnx --output triton_repo
-    python export/make_triton_repo.py --engine engines/esc-light_x4.plan \\
-        --plugin build/plugin/libesc_trt_plugin.so --onnx engines/esc-light_x4.onnx --output triton_repo
+    python export/make_triton_repo.py --onnx build/esc-light_x4.onnx --output triton_repo
+    python export/make_triton_repo.py --engine build/esc-light_x4.plan \\
+        --plugin build/plugin/libesc_trt_plugin.so --onnx build/esc-light_x4.onnx --output triton_repo
 
 With --onnx alone the repository serves the model on CPUs (ONNX Runtime backend and Python backend);
 with --engine it also serves the TensorRT engine. Scale, window and limits come from the ONNX metadata

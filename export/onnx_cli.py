@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from export.cli import ArgumentParser, fail, quiet_exporter_logs
-from export.defaults import DEFAULT_PRESET, DEFAULT_SCALE, DEFAULT_SEED, ENGINES_DIR
+from export.defaults import DEFAULT_PRESET, DEFAULT_SCALE, DEFAULT_SEED, OUTPUT_DIR
 from export.fp16_calibration import DEFAULT_LARGE_SHAPE
 from export.onnx_export import DEFAULT_OPSET, OnnxExportOptions, export_onnx
 from export.precision import Precision
@@ -24,7 +24,7 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--checkpoint", type=Path, help="official .pth/.pt/.safetensors; default: seeded "
                         f"random {DEFAULT_PRESET} x{DEFAULT_SCALE}")  # fmt: skip
-    parser.add_argument("--output", type=Path, help="ONNX file to write; default: under engines/")
+    parser.add_argument("--output", type=Path, help="ONNX file to write; default: under build/")
     parser.add_argument("--attention", choices=["plugin", "native"], default="plugin")
     parser.add_argument("--precision", choices=[p.value for p in Precision], default=Precision.FP32.value)
     parser.add_argument(
@@ -57,7 +57,7 @@ def default_model() -> ESCBase:
 
 def default_output(checkpoint: Path | None, options: OnnxExportOptions) -> Path:
     stem = checkpoint.stem if checkpoint else f"{DEFAULT_PRESET}_x{DEFAULT_SCALE}"
-    return ENGINES_DIR / f"{stem}{options.file_suffix()}.onnx"
+    return OUTPUT_DIR / f"{stem}{options.file_suffix()}.onnx"
 
 
 def main(argv: list[str] | None = None) -> int:

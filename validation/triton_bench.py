@@ -1,7 +1,7 @@
 """Throughput and latency of the Python-backend model on a local Triton server, against ONNX Runtime in-process.
 
     python validation/triton_bench.py                       # exports the default model if needed
-    python validation/triton_bench.py --onnx engines/esc-light_x4.onnx --requests 32 --report docs/serving.md
+    python validation/triton_bench.py --onnx build/esc-light_x4.onnx --requests 32 --report docs/serving.md
 
 One run: `make_triton_repo` on the ONNX file (the ``<name>_python`` variant), PyTriton's tritonserver
 (validation/triton_server.py), then for 1, 4 and 16 concurrent clients (threads, one connection each)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from export.defaults import ENGINES_DIR
+from export.defaults import OUTPUT_DIR
 from export.engine_env import GpuInfo
 from export.engine_options import (
     EngineOptions,
@@ -123,7 +123,7 @@ def test_default_engine_name() -> None:
     key = _key(options)
     name = default_engine_name(options, "0123456789abcdef" * 4, key, TRT, GPU.name)
     assert name == f"esc-light_x4_fp16_onnx01234567_trt10.13.0.35_nvidia-geforce-rtx-4090_{key[:8]}.engine"
-    assert engine_path(options, "0" * 64, key, TRT, GPU.name) == ENGINES_DIR / default_engine_name(
+    assert engine_path(options, "0" * 64, key, TRT, GPU.name) == OUTPUT_DIR / default_engine_name(
         options, "0" * 64, key, TRT, GPU.name
     )
     chosen = Path("/tmp/mine.engine")

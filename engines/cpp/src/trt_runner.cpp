@@ -1,7 +1,7 @@
 // esc_trt_runner: load the plugin, deserialize an ESC engine, upscale a PNG/PPM (tiled beyond the
 // engine profile's maximum), print the latency.
 //
-//   esc_trt_runner --engine engines/esc-light_x4.plan --plugin build/plugin/libesc_trt_plugin.so
+//   esc_trt_runner --engine build/esc-light_x4.plan --plugin build/plugin/libesc_trt_plugin.so
 //                  --input in.png --output out.png [--tile N] [--overlap 32] [--align 32] [--iters 20]
 //
 // TensorRT 10/11 API (and TensorRT for RTX, which shares 11's): IRuntime::deserializeCudaEngine,
