@@ -23,7 +23,7 @@ from export.photographs import InputImage, folder_photographs, skimage_photograp
 
 DEFAULT_CALIBRATION_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
 DEFAULT_LARGE_SHAPE = (1080, 1920)  # the default engine profile's maximum (H, W)
-MEMORY_SHARE = 0.5  # of the memory available now, for the one ONNX Runtime calibration run at a time
+MEMORY_SHARE = 0.25  # of the memory available now: leaves room for the process itself and a parallel build
 
 
 def bytes_per_pixel(config: ESCConfig) -> int:
