@@ -24,8 +24,9 @@ def error(message: str) -> int:
 
 
 def fail(message: str) -> NoReturn:
-    """``error`` and exit with its code (from anywhere in a command's main)."""
-    raise SystemExit(error(str(message).splitlines()[0] if str(message).strip() else message))
+    """``error`` with the message's first line, and exit with its code (from anywhere in a command's main)."""
+    lines = str(message).strip().splitlines()
+    raise SystemExit(error(lines[0] if lines else ""))
 
 
 def quiet_exporter_logs() -> None:
