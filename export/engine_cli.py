@@ -95,8 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         default=d.output,
-        help="engine path (default: build/<name with ONNX "
-        "hash, TensorRT version, GPU>.engine; sidecar JSON beside it)",
+        help="engine path (default: build/<name with ONNX hash, TensorRT version, GPU>.engine; sidecar JSON beside it)",
     )
     p.add_argument(
         "--print-trtexec",
