@@ -118,8 +118,10 @@ def to_mixed_half(
     rule keeps in float32 too, until a value is safe again.
     """
     kept = fp32_modules(ranges, limit)
-    if kept == [""]:
-        return copy.deepcopy(model).float(), kept
+    if kept == [""]:  # the root's own weights are unsafe: all float32, taking float16 inputs too
+        whole = copy.deepcopy(model).float()
+        whole.register_forward_pre_hook(lambda _m, args: _to_float32(args))
+        return whole, kept
     mixed = copy.deepcopy(model).half()
     originals = dict(model.named_modules())
     for name in kept:

@@ -89,6 +89,22 @@ def test_scaled_checkpoint_overflows_fp32_activations_in_blocks_1(checkpoints: d
     assert names == kept
 
 
+def test_unsafe_shared_kernel_keeps_the_whole_model_in_float32() -> None:
+    """The large kernel is the root's own weight, read by every block: the rule can only keep all of it."""
+    from export.onnx_cli import default_model
+
+    model = default_model()
+    state = model.state_dict()
+    state["plk_filter"] = state["plk_filter"] * 1e5
+    model.load_state_dict(state)
+    x = torch.rand(1, 3, 40, 40)
+    mixed, kept = to_mixed_half(model, measure_module_ranges(model, [x]))
+    assert kept == [""]
+    with torch.no_grad():
+        y = mixed(x.half())  # float16 in, as torch-fp16 feeds it
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+
+
 @pytest.mark.parametrize("name", ["default", "scaled"])
 def test_every_fp16_backend_passes_with_calibration(checkpoints: dict[str, Path], photos: Path, name: str) -> None:
     result = _parity(checkpoints[name], photos, str(photos))  # the default set: the CLI tests below
