@@ -141,13 +141,17 @@ def _fp16_metadata(path: Path) -> dict:
     return json.loads(props[FP16_KEY])
 
 
-def test_calibrated_export_lists_the_overflowing_block(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    out = tmp_path / "scaled_fp16.onnx"
+def _export_fp16(checkpoint: Path, out: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """``to_onnx.py --precision fp16`` with the default calibration set at CALIBRATION_SHAPE; (result, esc.fp16)."""
     shape = "x".join(map(str, CALIBRATION_SHAPE))
-    result = _to_onnx("--checkpoint", str(checkpoints["scaled"]), "--precision", "fp16",
+    result = _to_onnx("--checkpoint", str(checkpoint), "--precision", "fp16",
                       "--calibration-shape", shape, "--output", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
-    info = _fp16_metadata(out)
+    return result, _fp16_metadata(out)
+
+
+def test_calibrated_export_lists_the_overflowing_block(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    result, info = _export_fp16(checkpoints["scaled"], tmp_path / "scaled_fp16.onnx")
     assert info["calibrated"] and info["fp32_reasons"]["output over the fp16 limit"] > 0
     assert f"{SCALED_LAYER}" in info["unsafe_scopes"]
     # blocks.1 itself: its residual sums, written in Block.forward
@@ -156,12 +160,7 @@ def test_calibrated_export_lists_the_overflowing_block(checkpoints: dict[str, Pa
 
 
 def test_default_model_stays_mostly_fp16(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    out = tmp_path / "default_fp16.onnx"
-    shape = "x".join(map(str, CALIBRATION_SHAPE))
-    result = _to_onnx("--checkpoint", str(checkpoints["default"]), "--precision", "fp16",
-                      "--calibration-shape", shape, "--output", str(out))  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    info = _fp16_metadata(out)
+    _, info = _export_fp16(checkpoints["default"], tmp_path / "default_fp16.onnx")
     assert info["calibrated"] and info["unsafe_scopes"] == []
     assert info["fp16_node_share"] >= 0.95
     # Every weight but the plugin's float32 relative-position tables (3 x 4 x 63^2 of 641k values).
