@@ -10,7 +10,7 @@ Backends are chosen per model (``attention=`` on the model constructor):
 ``naive`` (explicit math, the readable reference), ``sdpa`` (torch's scaled_dot_product_attention),
 ``flex`` (FlexAttention with the bias as a score modification, compiled), ``fused`` (this project's
 CUDA kernel, see ``esc.fused_attention``). More can be registered with ``register_attention``;
-importing a module registers nothing (the export forms: ``export.onnx_attention.register()``, which
+importing a module registers nothing (the export forms: ``esc_deploy.export.onnx_graph.attention.register()``, which
 the exporter calls), so the set of backends never depends on what a process imported first.
 """
 

@@ -6,7 +6,7 @@ larger than the calibration set. Everything that produces or consumes an unsafe 
 downstream, a value is safe again once a normalisation (LayerNorm) or a small-weight layer brings it
 back in range, and fp16 resumes there.
 
-The ONNX export applies the rule node by node (export/onnx_calibration.py); this module applies it to
+The ONNX export applies the rule node by node (export/onnx_graph/calibration.py); this module applies it to
 the eager model, module by module, so that eager fp16 and engine fp16 mean the same thing.
 """
 

@@ -12,12 +12,18 @@ from collections.abc import Callable, Sequence
 
 # subcommand -> (module, what it does); each module has main(argv) -> int
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "export": ("export.onnx_cli", "ESC checkpoint -> ONNX (python export/to_onnx.py)"),
-    "build": ("export.engine_cli", "ONNX -> TensorRT engine (python export/build_engine.py)"),
-    "parity": ("validation.parity", "numerical parity of every backend (python validation/parity.py)"),
-    "bench": ("validation.benchmark", "latency and memory per backend (python validation/benchmark.py)"),
-    "triton-repo": ("export.make_triton_repo", "Triton model repository (python export/make_triton_repo.py)"),
-    "upscale": ("esc_deploy.upscale", "upscale an image or a folder, tiled, with torch, ONNX Runtime or TensorRT"),
+    "export": ("esc_deploy.export.onnx_graph.cli", "ESC checkpoint -> ONNX (python export/to_onnx.py)"),
+    "build": ("esc_deploy.export.trt.cli", "ONNX -> TensorRT engine (python export/build_engine.py)"),
+    "parity": ("esc_deploy.validation.accuracy.cli", "numerical parity of every backend (python validation/parity.py)"),
+    "bench": ("esc_deploy.validation.bench.cli", "latency and memory per backend (python validation/benchmark.py)"),
+    "triton-repo": (
+        "esc_deploy.serving.model_repository.cli",
+        "Triton model repository (python serving/make_triton_repo.py)",
+    ),
+    "upscale": (
+        "esc_deploy.serving.upscale",
+        "upscale an image or a folder, tiled, with torch, ONNX Runtime or TensorRT",
+    ),
 }
 
 
@@ -28,7 +34,7 @@ def usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from export.cli import error
+    from esc_deploy.common.command import error
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):

@@ -2,12 +2,12 @@
 [--opt-shape 1x3x360x640] [--max-shape 1x3x1080x1920] [--workspace-gb N] [--timing-cache PATH]
 [--output PATH] [--print-trtexec]
 
-Thin command line over export/engine_build.py; see export/engine_cli.py for the flags.
+Thin command line over export/trt/build.py; see export/trt/cli.py for the flags.
 """
 
 import sys
 
-from export.engine_cli import main
+from esc_deploy.export.trt.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,86 +7,9 @@
 Exit code 0 when every step that could run passed, 1 when a check failed, 2 on a usage error.
 """
 
-from __future__ import annotations
-
 import sys
-import time
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-from export.cli import ArgumentParser, fail, quiet_exporter_logs
-from export.defaults import DEFAULT_ONNX, DEFAULT_PLUGIN
-
-if TYPE_CHECKING:
-    from esc.models import ESCBase
-
-ORT_TOLERANCE = 1e-4  # float32 ONNX Runtime vs PyTorch, max abs
-
-
-def photograph(model: ESCBase) -> np.ndarray:
-    """scikit-image's astronaut as the model's low-resolution input (1, 3, h, w) in [0, 1]."""
-    from export.photographs import skimage_photographs, to_low_res
-
-    ((name, rgb),) = skimage_photographs(("astronaut",))
-    config = model.config
-    return to_low_res(rgb, name, scale=config.scale, max_side=96, min_side=config.min_side).pixels
-
-
-def check_with_onnxruntime(model: ESCBase, onnx_path: str) -> float:
-    import torch
-
-    from export.onnxruntime_session import ort_session
-
-    x = photograph(model)
-    session = ort_session(onnx_path)
-    (got,) = session.run(None, {"input": x})
-    with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()
-    return float(np.abs(got - expected).max())
-
-
-def engine_step() -> str:
-    """Build the engine if this machine can; the line to print either way."""
-    from export.engine_env import cannot_run_engines
-
-    reason = cannot_run_engines()
-    if reason is not None:
-        return f"skipped TensorRT engine build: {reason}"
-    if not DEFAULT_PLUGIN.is_file():
-        return (
-            f"skipped TensorRT engine build: plugin library {DEFAULT_PLUGIN} not built "
-            "(cmake -S engines/plugin -B build/plugin && cmake --build build/plugin)"
-        )
-    from export.engine_build import build_engine, describe
-    from export.engine_options import EngineOptions, Precision
-
-    return describe(build_engine(EngineOptions(precision=Precision.FP16)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    ArgumentParser(prog="python export/pipeline.py", description=__doc__).parse_args(argv)
-    quiet_exporter_logs()
-    from export.onnx_cli import default_model
-    from export.onnx_export import export_onnx
-
-    model = default_model()
-    start = time.perf_counter()
-    try:
-        summary = export_onnx(model, DEFAULT_ONNX)
-    except OSError as exc:
-        fail(str(exc))
-    print(f"[1/3] exported {summary.path} in {time.perf_counter() - start:.1f} s: {summary.line()}")
-    error = check_with_onnxruntime(model, str(summary.path))
-    verdict = "PASS" if error <= ORT_TOLERANCE else "FAIL"
-    print(f"[2/3] ONNX Runtime vs PyTorch on a photograph: max abs error {error:.2e} (<= {ORT_TOLERANCE:g}): {verdict}")
-    try:
-        message = engine_step()
-    except (RuntimeError, ValueError) as exc:  # BuildError, MissingDependencyError: already one line
-        fail(f"TensorRT engine build failed: {exc}")
-    print(f"[3/3] {message}")
-    return 0 if verdict == "PASS" else 1
-
+from esc_deploy.export.quickstart import main
 
 if __name__ == "__main__":
     sys.exit(main())

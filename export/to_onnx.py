@@ -3,7 +3,7 @@
 
 import sys
 
-from export.onnx_cli import main
+from esc_deploy.export.onnx_graph.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# The real Triton server fixtures, shared by tests/serving and the serving benchmark's tests.
+pytest_plugins = ["tests.serving.fixtures"]
+
 DATA_DIR = Path(__file__).parent / "data"
 GOLDEN_DIR = DATA_DIR / "golden"
 GOLDEN_NAMES = ("tiny_x2", "tiny_x2_b2", "light_x4", "fp_x4", "real_x4")
@@ -20,7 +23,7 @@ REQUIRED_IN_CI = ("nvcc", "tensorrt_rtx", "tensorrt_lean", "trt_headers")
 
 
 def _skip_reasons() -> dict[str, str | None]:
-    from export.engine_env import cannot_run_engines, installed_runtime
+    from esc_deploy.export.trt.env import cannot_run_engines, installed_runtime
 
     cuda = torch.cuda.is_available()
     rtx = installed_runtime("tensorrt-rtx")
@@ -95,7 +98,7 @@ class ExportCache:
         import esc
 
         if name == "default":
-            from export.onnx_cli import default_model
+            from esc_deploy.export.onnx_graph.cli import default_model
 
             return default_model()
         return esc.load_model(GOLDEN_DIR / f"{name}.pth", attention="naive")
@@ -103,8 +106,8 @@ class ExportCache:
     def proto(self, name: str, attention: str = "plugin", opset: int = 18):  # -> onnx.ModelProto
         key = (name, attention, opset)
         if key not in self._protos:
-            from export.cli import quiet_exporter_logs
-            from export.onnx_export import OnnxExportOptions, to_onnx_proto
+            from esc_deploy.common.command import quiet_exporter_logs
+            from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, to_onnx_proto
 
             quiet_exporter_logs()
             options = OnnxExportOptions(attention=attention, opset=opset)  # type: ignore[arg-type]

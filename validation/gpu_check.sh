@@ -4,10 +4,10 @@
 #   1. nvidia-smi and the clocks;
 #   2. the build: the kernel library for this GPU (what esc.fused_attention loads), timed;
 #   3. the `cuda` tests (fused kernel vs the float64 reference, the model with `fused` and `flex` vs `naive`);
-#   4. validation.kernel_gpu_check: the large-offset case (batch 2, 192 x 2040 x 2872 fp16, bottom-right window
+#   4. esc_deploy.validation.kernel.gpu_check: the large-offset case (batch 2, 192 x 2040 x 2872 fp16, bottom-right window
 #      vs a separate run on its crop, bitwise) and the kernel, compiled FlexAttention and SDPA at 640x360 and
 #      320x180, by CUDA events per call and by CUDA-graph replay;
-#   5. validation.kernel_benchmark -> OUTPUT_DIR/benchmarks.md (fused vs flex vs sdpa, exp floor).
+#   5. esc_deploy.validation.kernel.benchmark -> OUTPUT_DIR/benchmarks.md (fused vs flex vs sdpa, exp floor).
 # Optional second step (--full, or GPU_CHECK_FULL=1): the whole-model benchmark (longer than the slot).
 # Each step has a time limit (together 330 s, plus 5 s grace each); a step that fails or times out is recorded
 # and the next one runs.
@@ -57,9 +57,9 @@ f._load_library(torch.cuda.get_device_capability()); print(f'kernel library read
 step cuda-tests 110 python -m pytest -m cuda tests/engines tests/esc -q -rs -p no:cacheprovider \
     --junitxml="$out/cuda-tests.xml"
 
-step kernel-gpu-check 100 python -m validation.kernel_gpu_check --output-dir "$out"
+step kernel-gpu-check 100 python validation/kernel_gpu_check.py --output-dir "$out"
 
-step kernel-benchmark 60 python -m validation.kernel_benchmark --iters 50 --output "$out/benchmarks.md"
+step kernel-benchmark 60 python validation/kernel_benchmark.py --iters 50 --output "$out/benchmarks.md"
 
 if [ "$full" = 1 ]; then
     step model-benchmark 1800 python validation/benchmark.py --device cuda --report-dir "$out/benchmark" --no-progress

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.photographs import (
+from esc_deploy.export.photographs import (
     DEFAULT_IMAGES,
     IMAGE_SUFFIXES,
     InputImage,

@@ -8,154 +8,15 @@
   per call (median) and by CUDA-graph replay (a graph of `--graph-calls` calls, replayed, time per call),
   against the exp floor at the clock read from nvidia-smi.
 
-    python -m validation.kernel_gpu_check --output-dir reports/gpu [--iters 50]
+    python validation/kernel_gpu_check.py --output-dir reports/gpu [--iters 50]
 
 Writes kernel-gpu-check.json and kernel-gpu-check.md there. Exits 2 with one line where no CUDA device exists,
 1 if the large-offset check fails.
 """
 
-from __future__ import annotations
-
-import functools
-import json
-import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
 
-import torch
-from torch import Tensor
-
-from export.cli import ArgumentParser, error
-from export.files import atomic_write_text
-from validation.kernel_benchmark import BACKENDS, CASES, SfuAssumption, _Spec, machine, time_cuda
-
-LARGE_SHAPE = (2, 192, 2040, 2872)  # (batch, 3 * dim, height, width)
-LARGE_HEADS = 4
-WINDOW = 32
-
-
-def sm_clock_mhz() -> tuple[float | None, float | None]:
-    """(current, max) SM clock of GPU 0 from nvidia-smi, or None where it cannot be read."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=clocks.sm,clocks.max.sm", "--format=csv,noheader,nounits", "-i", "0"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.split(",")
-        return float(out[0]), float(out[1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None, None
-
-
-def large_offset_check(seed: int = 0) -> dict[str, object]:
-    """The bottom-right window of the large map against a separate run on its crop (bitwise)."""
-    from esc.fused_attention import fused_window_attention
-
-    b, c3, h, w = LARGE_SHAPE
-    generator = torch.Generator(device="cuda").manual_seed(seed)
-    qkv = torch.randn(b, c3, h, w, device="cuda", dtype=torch.float16, generator=generator)
-    table = torch.randn(LARGE_HEADS, (2 * WINDOW - 1) ** 2, device="cuda", generator=generator)
-    full = fused_window_attention(qkv, table, LARGE_HEADS, WINDOW)
-    top, left = (h - 1) // WINDOW * WINDOW, (w - 1) // WINDOW * WINDOW  # the last window's corner
-    crop = qkv[:, :, top:, left:].contiguous()
-    alone = fused_window_attention(crop, table, LARGE_HEADS, WINDOW)
-    corner = full[:, :, top:, left:]
-    difference = (corner.float() - alone.float()).abs().max().item()
-    del qkv, full
-    torch.cuda.empty_cache()
-    return {
-        "qkv": list(LARGE_SHAPE),
-        "window": WINDOW,
-        "crop": [top, left, h - top, w - left],
-        "bitwise_equal": bool(torch.equal(corner, alone)),
-        "max_abs_difference": difference,
-        "finite": bool(torch.isfinite(corner).all().item()),
-    }
-
-
-def time_graph(fn: Callable[[], Tensor], calls: int, replays: int) -> float:
-    """Milliseconds per call of `fn` captured `calls` times into one CUDA graph, median over `replays` replays."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    return time_cuda(lambda: graph.replay(), warmup=2, iters=replays) / calls  # type: ignore[arg-type,return-value]
-
-
-def run_timings(iters: int, graph_calls: int, sfu: SfuAssumption) -> list[dict[str, object]]:
-    from esc.attention import get_attention
-
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    generator = torch.Generator(device="cuda").manual_seed(0)
-    rows: list[dict[str, object]] = []
-    for case in CASES:
-        qkv = torch.randn(case.batch, 3 * case.dim, case.height, case.width, device="cuda", generator=generator).half()
-        table = torch.randn(case.heads, (2 * case.window - 1) ** 2, device="cuda", generator=generator)
-        spec = _Spec(table, case.heads, case.window)
-        row: dict[str, object] = {"case": case.name, "qkv": f"{case.height}x{case.width}"}
-        row["exp floor ms"] = round(sfu.floor_ms(case.exponentials, sms), 4)
-        with torch.inference_mode():
-            for backend in BACKENDS:
-                call = functools.partial(get_attention(backend), spec, qkv)
-                try:
-                    call()
-                    row[f"{backend} ms/call"] = round(time_cuda(call, warmup=5, iters=iters), 4)
-                except Exception as error:  # a backend that fails is reported, the others still run
-                    row[f"{backend} ms/call"] = f"failed: {type(error).__name__}"
-                try:
-                    row[f"{backend} ms/call (graph)"] = round(time_graph(call, graph_calls, max(5, iters // 10)), 4)
-                except Exception as error:
-                    row[f"{backend} ms/call (graph)"] = f"failed: {type(error).__name__}"
-        rows.append(row)
-    return rows
-
-
-def render(result: dict[str, object]) -> str:
-    rows = result["timings"]
-    assert isinstance(rows, list)
-    lines = ["# Fused kernel: GPU check", "", "## Machine", ""]
-    lines += [f"- {key}: {value}" for key, value in dict(result["machine"]).items()]  # type: ignore[call-overload]
-    lines += ["", "## Large offsets", "", f"`{json.dumps(result['large_offset'])}`", "", "## Timings (ms)", ""]
-    if rows:
-        lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-        lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--output-dir", type=Path, default=Path("reports/gpu"))
-    parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--graph-calls", type=int, default=20)
-    parser.add_argument("--skip-large", action="store_true", help="skip the 4.5 GB large-offset case")
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        return error("kernel_gpu_check needs a CUDA device; none is available")
-    current, peak = sm_clock_mhz()
-    # The exp floor at the clock read now (boost may move during the run; both clocks are recorded).
-    sfu = SfuAssumption(clock_ghz=(current or peak or SfuAssumption.clock_ghz * 1e3) / 1e3)
-    info = {**machine(), "SM clock MHz (now / max)": f"{current} / {peak}", "floor clock GHz": f"{sfu.clock_ghz:.3f}"}
-    large: dict[str, object] = {"skipped": True} if args.skip_large else large_offset_check()
-    print(f"large offsets: {json.dumps(large)}")
-    rows = run_timings(args.iters, args.graph_calls, sfu)
-    result: dict[str, object] = {"machine": info, "large_offset": large, "timings": rows}
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output_dir / "kernel-gpu-check.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.output_dir / "kernel-gpu-check.md", render(result))
-    print(render(result))
-    return 0 if large.get("skipped") or large.get("bitwise_equal") else 1
-
+from esc_deploy.validation.kernel.gpu_check import main
 
 if __name__ == "__main__":
     sys.exit(main())

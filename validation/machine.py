@@ -45,7 +45,7 @@ def machine_info() -> dict[str, Any]:
     """Plain JSON values; GPU fields are None where there is no CUDA device."""
     import torch
 
-    from export.engine_env import installed_runtime
+    from esc_deploy.export.trt.env import installed_runtime
 
     cuda = torch.cuda.is_available()
     trt = installed_runtime()

@@ -28,8 +28,8 @@ def main(module_name: str, mode: str, plugin: str) -> None:
     if mode in ("registry", "both"):
         handle = registry.load_library(plugin)
     if mode == "project":
-        from export.engine_env import require_runtime
-        from export.engine_plugin import load_plugin_library
+        from esc_deploy.export.trt.env import require_runtime
+        from esc_deploy.export.trt.plugin import load_plugin_library
 
         flavour = {"tensorrt_rtx_bindings": "tensorrt-rtx"}.get(module_name, "tensorrt")
         load_plugin_library(Path(plugin), require_runtime(flavour))  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from export import plugin_contract
+from esc_deploy.export import plugin_contract
 
 HEADER = Path(__file__).resolve().parents[2] / "engines" / "plugin" / "escWindowAttentionPlugin.h"
 _STRING = re.compile(r'constexpr\s+char\s+const\s*\*\s*k(\w+)\s*=\s*"([^"]*)"\s*;')

@@ -68,7 +68,7 @@ def test_contract_under_sanitizers() -> None:
 
 @pytest.mark.parametrize(
     ("module", "mode"),
-    # "project" is export.engine_plugin.load_plugin_library, which serves the build flavours (not lean).
+    # "project" is esc_deploy.export.trt.plugin.load_plugin_library, which serves the build flavours (not lean).
     [(m, mode) for m in (RTX, LEAN) for mode in ("ctypes", "registry", "both")] + [(RTX, "project")],
 )
 def test_every_loader_registers_the_creator_once(trt11_plugin: Path, module: str, mode: str) -> None:

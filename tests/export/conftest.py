@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from esc.config import preset_config
-from export import plugin_contract
-from export.onnx_metadata import model_props
+from esc_deploy.export import plugin_contract
+from esc_deploy.export.onnx_graph.metadata import model_props
 
 
 def write_onnx(path: Path, *, weight_dtype: type = np.float32, with_plugin_node: bool = False) -> Path:

@@ -1,0 +1,1 @@
+"""What every stage's command line shares: one error style, atomic files, default paths."""

@@ -1,0 +1,1 @@
+"""ESC -> ONNX: the exporter, the plugin attention node, metadata, calibrated fp16."""

@@ -1,0 +1,130 @@
+"""The calibration inputs of the fp16 rule: photographs at the model's input scale, and one large.
+
+ESC's dynamic kernels come from a global average pool, so activations depend on the image size as
+well as its content: the set holds each photograph at the input scale of the model (the photograph
+divided by its scale) and the first one resized to the largest shape the engines will run (the
+default profile's maximum, 1080x1920), or as close to it as this machine's memory allows: ONNX
+Runtime's window attention holds ``heads x window^2`` scores per pixel, about 50 KB per pixel for
+ESC-light, so 1080x1920 needs about 100 GiB. The shape used is recorded in the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esc.config import ESCConfig
+from esc_deploy.export.photographs import InputImage, folder_photographs, skimage_photographs, to_low_res
+
+DEFAULT_CALIBRATION_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
+DEFAULT_LARGE_SHAPE = (1080, 1920)  # the default engine profile's maximum (H, W)
+MEMORY_SHARE = 0.25  # of the memory available now: leaves room for the process itself and a parallel build
+
+
+def bytes_per_pixel(config: ESCConfig) -> int:
+    """ONNX Runtime's peak per input pixel: scores, biased scores and softmax of every window, float32."""
+    return config.num_heads * config.window_size**2 * 4 * 3 + config.dim * 4 * 16
+
+
+def available_memory() -> int:
+    """MemAvailable of /proc/meminfo in bytes (the physical size where that file is missing)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def fitted_shape(target: tuple[int, int], config: ESCConfig, memory: int) -> tuple[int, int]:
+    """``target`` (H, W) shrunk uniformly until one run fits ``memory`` bytes; at least the minimum side."""
+    h, w = target
+    pixels = max(1, memory // bytes_per_pixel(config))
+    shrink = min(1.0, math.sqrt(pixels / (h * w)))
+    return max(config.min_side, int(h * shrink)), max(config.min_side, int(w * shrink))
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    inputs: tuple[InputImage, ...]
+    source: str
+    large_shape: tuple[int, int]
+    large_target: tuple[int, int]
+
+    def arrays(self) -> list[np.ndarray]:
+        return [image.pixels for image in self.inputs]
+
+    def describe(self) -> dict[str, Any]:
+        note = "" if self.large_shape == self.large_target else (
+            f"large input shrunk from {self.large_target[0]}x{self.large_target[1]} to fit "
+            f"{MEMORY_SHARE:.0%} of the available memory"
+        )  # fmt: skip
+        return {
+            "source": self.source,
+            "inputs": [f"{i.name} {i.size[0]}x{i.size[1]}" for i in self.inputs],
+            "large_shape": list(self.large_shape),
+            "note": note,
+        }
+
+
+def _resized(image: InputImage, shape: tuple[int, int]) -> InputImage:
+    from PIL import Image
+
+    rgb = (image.pixels[0].transpose(1, 2, 0) * 255.0).round().astype(np.uint8)
+    big = Image.fromarray(rgb).resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
+    pixels = (np.asarray(big, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+    return InputImage(name=f"{image.name}@{shape[0]}x{shape[1]}", pixels=pixels, source_size=image.source_size)
+
+
+def calibration_set(
+    config: ESCConfig,
+    folder: Path | None = None,
+    *,
+    large_shape: tuple[int, int] = DEFAULT_LARGE_SHAPE,
+    memory: int | None = None,
+) -> CalibrationSet:
+    """The calibration inputs for ``config``: ``folder``'s photographs (None: scikit-image's bundled ones).
+
+    ValueError, one line, for a folder without images, an unreadable image, or an image that is
+    smaller than the model's minimum side at its input scale.
+    """
+    photos = folder_photographs(folder) if folder is not None else skimage_photographs(DEFAULT_CALIBRATION_IMAGES)
+    scale, min_side = config.scale, config.min_side
+    inputs = [to_low_res(rgb, name, scale=scale, max_side=None, min_side=min_side) for name, rgb in photos]
+    budget = int(MEMORY_SHARE * (available_memory() if memory is None else memory))
+    shape = fitted_shape(large_shape, config, budget)
+    largest = max(inputs, key=lambda i: i.size[0] * i.size[1])
+    if shape[0] * shape[1] > largest.size[0] * largest.size[1]:
+        inputs.append(_resized(inputs[0], shape))
+    source = str(folder) if folder is not None else "scikit-image: " + ", ".join(DEFAULT_CALIBRATION_IMAGES)
+    return CalibrationSet(tuple(inputs), source, shape, tuple(large_shape))  # type: ignore[arg-type]
+
+
+AUTO = "auto"
+OFF = "off"
+
+
+def check_calibration_choice(choice: str) -> str:
+    """'auto', 'off', or a folder of photographs; ValueError (one line) for a folder that is not one."""
+    if choice in (AUTO, OFF):
+        return choice
+    if not Path(choice).is_dir():
+        raise ValueError(f"calibration: expected 'auto', 'off' or a folder of PNG/JPEG photographs, found {choice!r}")
+    return choice
+
+
+def calibration_for(
+    choice: str, config: ESCConfig, *, large_shape: tuple[int, int] = DEFAULT_LARGE_SHAPE
+) -> CalibrationSet | None:
+    """The set ``choice`` names: None for 'off' (the fp16 conversion then goes by op type alone)."""
+    choice = check_calibration_choice(choice)
+    if choice == OFF:
+        return None
+    return calibration_set(config, None if choice == AUTO else Path(choice), large_shape=large_shape)

@@ -1,0 +1,1 @@
+"""ONNX -> TensorRT engine: runtime flavours, options, the plugin, the build, its sidecar."""

@@ -1,0 +1,1 @@
+"""Running what export produced: the TensorRT engine runner, Triton (repository, local server, client), upscale."""

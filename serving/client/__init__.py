@@ -1,0 +1,1 @@
+"""The Triton client: tiled requests, image I/O, its command line."""

@@ -1,0 +1,1 @@
+"""The Triton model repository: config.pbtxt from the sidecar, the Python-backend model."""

@@ -1,0 +1,100 @@
+"""Triton Python-backend model: the exported ESC ONNX file run by ONNX Runtime.
+
+serving/model_repository/writer.py copies this file to ``<repo>/<name>_python/1/model.py`` beside ``model.onnx``.
+It is what a Triton without the ONNX Runtime and TensorRT backends serves (PyTriton's server, a
+CPU-only host). Instances of kind GPU use ONNX Runtime's CUDA execution provider on their device when
+the installed onnxruntime has it; every other instance runs on the CPU.
+
+Runs inside Triton's Python stub, so it imports nothing of this project: everything it needs is in
+the model's config.pbtxt (I/O names, ``esc_min_input_hw`` / ``esc_max_input_hw``, ``esc_scale``).
+Tensors cross the stub boundary by DLPack (``np.from_dlpack`` in, ``pb_utils.Tensor.from_dlpack``
+out): with numpy 2 the stub's ``as_numpy()`` and ``Tensor(name, ndarray)`` silently corrupt data.
+
+Dynamic batching hands ``execute`` several requests; requests of one spatial shape run as one
+ONNX Runtime call. A request outside the limits gets an error response of its own (one line naming
+the model); the others in the batch still run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def _hw(text: str) -> tuple[int, int]:
+    h, w = (int(v) for v in text.split(","))
+    return h, w
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        import onnxruntime as ort
+
+        config = json.loads(args["model_config"])
+        self.name = str(config["name"])
+        self.input_name = str(config["input"][0]["name"])
+        self.output_name = str(config["output"][0]["name"])
+        params = {k: v["string_value"] for k, v in (config.get("parameters") or {}).items()}
+        self.scale = int(params["esc_scale"])
+        self.min_hw = _hw(params["esc_min_input_hw"])
+        self.max_hw = _hw(params["esc_max_input_hw"]) if "esc_max_input_hw" in params else None
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}))
+        options = ort.SessionOptions()
+        threads = int(params.get("ort_intra_op_threads", "0"))
+        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default (one per core)
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.providers = self.session.get_providers()
+
+    def _problem(self, array: np.ndarray) -> str | None:
+        shape = "x".join(map(str, array.shape))
+        if array.ndim != 4 or array.shape[1] != 3:
+            return f"expected input {self.input_name!r} of shape [batch, 3, height, width], got {shape}"
+        h, w = array.shape[2:]
+        if h < self.min_hw[0] or w < self.min_hw[1]:
+            return (
+                f"input {shape} is below the minimum {self.min_hw[0]}x{self.min_hw[1]} "
+                "(esc_min_input_hw): pad it (reflect), or let serving/triton_client.py do so"
+            )
+        if self.max_hw is not None and (h > self.max_hw[0] or w > self.max_hw[1]):
+            return f"input {shape} is above the maximum {self.max_hw[0]}x{self.max_hw[1]} (esc_max_input_hw): tile it"
+        return None
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        groups: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+        for i, request in enumerate(requests):
+            tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
+            array = np.from_dlpack(tensor)
+            problem = self._problem(array)
+            if problem is not None:
+                responses[i] = self._error(problem)
+            else:
+                groups.setdefault(tuple(array.shape[1:]), []).append((i, array))
+        for members in groups.values():
+            batch = np.concatenate([array for _, array in members]) if len(members) > 1 else members[0][1]
+            try:
+                (result,) = self.session.run([self.output_name], {self.input_name: batch})
+            except Exception as exc:  # ONNX Runtime raises its own exception types
+                for i, _ in members:
+                    responses[i] = self._error(f"ONNX Runtime failed: {' '.join(str(exc).split())}")
+                continue
+            start = 0
+            for i, array in members:
+                part = np.ascontiguousarray(result[start : start + len(array)], dtype=np.float32)
+                start += len(array)
+                out = pb_utils.Tensor.from_dlpack(self.output_name, part)
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
+        return responses
+
+    def _error(self, message: str) -> Any:
+        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(f"{self.name}: {message}"))
+
+    def finalize(self) -> None:
+        self.session = None

@@ -1,0 +1,377 @@
+"""A Triton model repository for an exported ESC model: TensorRT engine, ONNX Runtime, Python backend.
+
+Layout written by :func:`make_repository` (``DIR`` is the model repository itself)::
+
+    DIR/<name>/config.pbtxt              platform tensorrt_plan, KIND_GPU          (with --engine)
+    DIR/<name>/1/model.plan              the engine, copied
+    DIR/<name>_onnx/config.pbtxt         platform onnxruntime_onnx, KIND_CPU       (with --onnx)
+    DIR/<name>_onnx/1/model.onnx
+    DIR/<name>_python/config.pbtxt       backend python, KIND_AUTO                 (with --onnx)
+    DIR/<name>_python/1/model.py         serving/model_repository/python_model.py: ONNX Runtime in the Python backend
+    DIR/<name>_python/1/model.onnx
+    DIR/launch_triton.sh                 the exact tritonserver command (plugin via --backend-config)
+    DIR/docker_triton.sh                 the same inside the Triton container
+
+Triton only treats sub-folders as models, so the two scripts at the top level are ignored by it.
+
+Facts travel, nobody is asked for them again: the model's ``ESCConfig`` (scale, window, minimum side)
+comes from the ONNX metadata ``esc.config`` written by the exporter, or from the engine's sidecar,
+which carries it from the same place; the engine's batch layout and spatial limits come from the
+sidecar's optimization profile. With a minimum batch of 1, ``max_batch_size`` is the profile's maximum
+batch and dims are ``[3, -1, -1]``; otherwise Triton must not batch (``max_batch_size: 0``) and the
+batch dimension is part of dims. The ONNX Runtime variants have limits of their own (``ort_max_batch``,
+``ort_max_input``), not the engine's. Every variant records its limits and the model's facts in
+``parameters`` (the keys below), which the client and the Python model read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from esc.config import ESCConfig
+from esc_deploy.export.shape_profile import CHANNELS
+from esc_deploy.export.trt.options import INPUT_NAME, OUTPUT_NAME  # the exporter's names, the engine's defaults
+
+if TYPE_CHECKING:
+    from esc_deploy.export.trt.sidecar import EngineSidecar
+
+Variant = Literal["plan", "onnx", "python"]
+VARIANTS: tuple[Variant, ...] = get_args(Variant)
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
+CONTAINER_REPO = "/models"
+CONTAINER_PLUGINS = "/plugins"
+PYTHON_MODEL = Path(__file__).with_name("python_model.py")
+# The ONNX Runtime variants' own limits. Memory bounds them: ONNX Runtime on the CPU peaks at about
+# 3.6 GiB per 256x256 ESC-light image (a batch of 4 such tiles was OOM-killed at 22 GiB).
+DEFAULT_ORT_MAX_BATCH = 2
+DEFAULT_ORT_MAX_INPUT = (256, 256)
+# Parameter keys in config.pbtxt, read back by serving/client/triton_io.py and serving/model_repository/python_model.py.
+PARAM_MAX_HW = "esc_max_input_hw"
+PARAM_MIN_HW = "esc_min_input_hw"
+PARAM_SCALE = "esc_scale"
+PARAM_WINDOW = "esc_window_size"
+PARAM_FAMILY = "esc_family"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SUFFIX = {"plan": "", "onnx": "_onnx", "python": "_python"}
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    """Everything that decides the repository's contents."""
+
+    name: str
+    model: ESCConfig
+    engine: Path | None = None
+    sidecar: EngineSidecar | None = None  # the engine's, read by EngineSidecar.read
+    onnx: Path | None = None
+    plugin: Path | None = None
+    variants: tuple[Variant, ...] = ()  # () : every variant the given files allow
+    max_batch: int | None = None  # lowers the engine profile's maximum batch
+    ort_max_batch: int = DEFAULT_ORT_MAX_BATCH
+    ort_max_input: tuple[int, int] = DEFAULT_ORT_MAX_INPUT
+    instances: int = 1
+    queue_delay_us: int = 100
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+    triton_image: str = DEFAULT_TRITON_IMAGE
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"model name must match {_NAME_RE.pattern}, got {self.name!r}")
+        for label, value in (("instances", self.instances), ("ONNX Runtime max batch", self.ort_max_batch)):
+            if value < 1:
+                raise ValueError(f"{label} must be >= 1, got {value}")
+        if self.queue_delay_us < 0:
+            raise ValueError(f"queue delay must be >= 0 microseconds, got {self.queue_delay_us}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError(f"max batch must be >= 1, got {self.max_batch}")
+        if (self.engine is None) != (self.sidecar is None):
+            raise ValueError("an engine needs its sidecar (spec_from_files reads it)")
+        side = self.model.min_side
+        if min(self.ort_max_input) < side:
+            raise ValueError(
+                f"ONNX Runtime max input {format_hw(self.ort_max_input)} is below the model's minimum side {side}"
+            )
+        available = self._available()
+        wanted = self.selected
+        for variant in wanted:
+            if variant not in VARIANTS:
+                raise ValueError(f"unknown variant {variant!r}; expected some of {list(VARIANTS)}")
+            if variant not in available:
+                needs = "--engine" if variant == "plan" else "--onnx"
+                raise ValueError(f"variant {variant!r} needs {needs}")
+        if not wanted:
+            raise ValueError("nothing to serve: pass --onnx, --engine, or both")
+        if "plan" in wanted:
+            self.batch_layout("plan")  # validates max_batch against the profile
+
+    def _available(self) -> tuple[Variant, ...]:
+        return tuple(v for v in VARIANTS if (v == "plan" and self.engine) or (v != "plan" and self.onnx))
+
+    @property
+    def selected(self) -> tuple[Variant, ...]:
+        """The variants written: ``variants``, else every one the given files allow."""
+        return self.variants or self._available()
+
+    def model_name(self, variant: Variant) -> str:
+        return self.name + _SUFFIX[variant]
+
+    def batch_layout(self, variant: Variant) -> tuple[int, list[int]]:
+        """(max_batch_size, dims) of the input and output in config.pbtxt."""
+        if variant != "plan":
+            return self.ort_max_batch, [CHANNELS, -1, -1]
+        assert self.sidecar is not None  # checked in __post_init__
+        profile = self.sidecar.profile
+        lo, hi = profile.min[0], profile.max[0]
+        if lo == 1:
+            if self.max_batch is not None and self.max_batch > hi:
+                raise ValueError(f"--max-batch {self.max_batch} exceeds the engine profile's maximum batch {hi}")
+            return (self.max_batch or hi), [CHANNELS, -1, -1]
+        if self.max_batch is not None:
+            raise ValueError(
+                f"the engine profile's minimum batch is {lo}, not 1: Triton cannot batch it, drop --max-batch"
+            )
+        return 0, [lo if lo == hi else -1, CHANNELS, -1, -1]
+
+    def parameters(self, variant: Variant) -> dict[str, str]:
+        side = self.model.min_side
+        if variant == "plan":
+            assert self.sidecar is not None
+            profile = self.sidecar.profile
+            min_hw = (max(profile.min[2], side), max(profile.min[3], side))
+            max_hw = (profile.max[2], profile.max[3])
+        else:
+            min_hw, max_hw = (side, side), self.ort_max_input
+        params = {
+            PARAM_MIN_HW: f"{min_hw[0]},{min_hw[1]}",
+            PARAM_MAX_HW: f"{max_hw[0]},{max_hw[1]}",
+            PARAM_SCALE: str(self.model.scale),
+            PARAM_WINDOW: str(self.model.window_size),
+            PARAM_FAMILY: self.model.family,
+        }
+        if variant == "plan":
+            params.update(self.engine_parameters())
+        return params
+
+    def engine_parameters(self) -> dict[str, str]:
+        """What the server must match to run the engine: runtime flavour and version, target, precision."""
+        if self.sidecar is None:
+            return {}
+        return {
+            "engine_runtime": self.sidecar.runtime.value,
+            "engine_runtime_version": self.sidecar.runtime_version,
+            "engine_target": self.sidecar.target.describe(),
+            "engine_precision": self.sidecar.precision.value,
+        }
+
+
+def format_hw(hw: tuple[int, int]) -> str:
+    return f"{hw[0]}x{hw[1]}"
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """'256x384' (or '256') -> (256, 384)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"expected HEIGHTxWIDTH like 256x256, found {text!r}")
+    h, w = int(parts[0]), int(parts[-1])
+    return h, w
+
+
+def spec_from_files(
+    *,
+    onnx: Path | None = None,
+    engine: Path | None = None,
+    name: str | None = None,
+    plugin: Path | None = None,
+    **options: Any,
+) -> RepoSpec:
+    """A :class:`RepoSpec` whose model facts come from the ONNX metadata and the engine's sidecar."""
+    from esc_deploy.export.onnx_graph.metadata import read_model_config
+    from esc_deploy.export.trt.sidecar import EngineSidecar
+
+    if engine is not None and (not engine.is_file() or engine.stat().st_size == 0):
+        raise ValueError(f"engine {engine} does not exist or is empty")
+    for label, path in (("plugin", plugin), ("ONNX model", onnx)):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{label} {path} does not exist")
+    sidecar = EngineSidecar.read(engine) if engine is not None else None
+    if onnx is not None:
+        model = read_model_config(onnx)
+        if sidecar is not None and sidecar.model != model:
+            raise ValueError(f"engine {engine} was built from another model than {onnx} (esc.config differs)")
+    elif sidecar is not None:
+        model = sidecar.model
+    else:
+        raise ValueError("nothing to serve: pass --onnx, --engine, or both")
+    if sidecar is not None:
+        options.setdefault("input_name", sidecar.input_name)
+        options.setdefault("output_name", sidecar.output_name)
+    if onnx is not None:
+        check_onnx(onnx, options.get("input_name", INPUT_NAME), options.get("output_name", OUTPUT_NAME))
+    default_name = (engine or onnx).stem  # type: ignore[union-attr]
+    return RepoSpec(
+        name=name or default_name,
+        model=model,
+        engine=engine,
+        sidecar=sidecar,
+        onnx=onnx,
+        plugin=plugin,
+        **options,
+    )
+
+
+def check_onnx(path: Path, input_name: str, output_name: str) -> None:
+    """The ONNX file must have one input and one output with the engine's names, both rank 4."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises several unrelated types for a corrupt file
+        raise ValueError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    graph = model.graph
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer):
+        raise ValueError(f"{path}: weights stored as external data are not supported; export one file")
+    initializers = {init.name for init in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initializers]
+    for kind, values, expected in (("input", inputs, input_name), ("output", graph.output, output_name)):
+        names = [v.name for v in values]
+        if names != [expected]:
+            raise ValueError(f"{path}: expected one {kind} named {expected!r}, found {names}")
+        rank = len(values[0].type.tensor_type.shape.dim)
+        if rank != 4:
+            raise ValueError(f"{path}: expected {kind} {expected!r} of rank 4 [B, 3, H, W], found rank {rank}")
+
+
+def _tensor(name: str, dims: list[int]) -> str:
+    shape = ", ".join(map(str, dims))
+    return f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {shape} ]\n  }}'
+
+
+_BACKEND_LINE = {
+    "plan": 'platform: "tensorrt_plan"',
+    "onnx": 'platform: "onnxruntime_onnx"',
+    "python": 'backend: "python"',
+}
+_KIND = {"plan": "KIND_GPU", "onnx": "KIND_CPU", "python": "KIND_AUTO"}
+
+
+def model_config(spec: RepoSpec, variant: Variant) -> str:
+    """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
+    max_batch, dims = spec.batch_layout(variant)
+    count = spec.instances if variant == "plan" else 1
+    lines = [
+        f'name: "{spec.model_name(variant)}"',
+        _BACKEND_LINE[variant],
+        f"max_batch_size: {max_batch}",
+        f"input [\n{_tensor(spec.input_name, dims)}\n]",
+        f"output [\n{_tensor(spec.output_name, dims)}\n]",
+        f"instance_group [\n  {{\n    kind: {_KIND[variant]}\n    count: {count}\n  }}\n]",
+    ]
+    if max_batch > 1:
+        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {spec.queue_delay_us}\n}}")
+    for key, value in spec.parameters(variant).items():
+        lines.append(f'parameters {{\n  key: "{key}"\n  value {{ string_value: {json.dumps(value)} }}\n}}')
+    return "\n".join(lines) + "\n"
+
+
+def launch_command(repo: Path, plugin: Path | None) -> list[str]:
+    """``tritonserver`` on this machine, serving ``repo`` with the plugin loaded by the TensorRT backend."""
+    cmd = ["tritonserver", f"--model-repository={repo.resolve()}"]
+    if plugin is not None:
+        cmd.append(f"--backend-config=tensorrt,plugins={plugin.resolve()}")
+    return cmd
+
+
+def docker_command(repo: Path, plugin: Path | None, image: str) -> list[str]:
+    """The same server in NVIDIA's container: repository at /models, plugin folder at /plugins."""
+    cmd = ["docker", "run", "--rm", "--gpus", "all", "-p", "8000:8000", "-p", "8001:8001", "-p", "8002:8002"]
+    cmd += ["-v", f"{repo.resolve()}:{CONTAINER_REPO}:ro"]
+    if plugin is not None:
+        cmd += ["-v", f"{plugin.resolve().parent}:{CONTAINER_PLUGINS}:ro"]
+    cmd += [image, "tritonserver", f"--model-repository={CONTAINER_REPO}"]
+    if plugin is not None:
+        cmd.append(f"--backend-config=tensorrt,plugins={CONTAINER_PLUGINS}/{plugin.name}")
+    return cmd
+
+
+def _script(cmd: list[str], spec: RepoSpec, where: str) -> str:
+    models = ", ".join(spec.model_name(v) for v in spec.selected)
+    text = f"#!/bin/sh\n# Generated by serving/make_triton_repo.py: serves {models} {where}.\n"
+    if spec.sidecar is not None:
+        sidecar = spec.sidecar
+        text += (
+            f"# The engine was built with {sidecar.runtime.value} {sidecar.runtime_version} for "
+            f"{sidecar.target.describe()}: the server\n"
+            "# must run that runtime version on such a GPU (and the plugin must be built against it).\n"
+        )
+    return text + f'exec {shlex.join(cmd)} "$@"\n'
+
+
+@dataclass(frozen=True)
+class RepoResult:
+    repo: Path
+    models: tuple[str, ...]
+    launch: list[str]
+    docker: list[str]
+
+
+def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) -> RepoResult:
+    """Write the repository into ``output``: built in a temporary folder beside it, then renamed,
+    so that a failure leaves no partial repository (``overwrite`` replaces an existing one)."""
+    output = output.resolve()
+    if output.exists() and not overwrite:
+        raise ValueError(f"{output} already exists; pass --overwrite to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    launch = launch_command(output, spec.plugin)
+    docker = docker_command(output, spec.plugin, spec.triton_image)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        for variant in spec.selected:
+            folder = tmp / spec.model_name(variant)
+            (folder / "1").mkdir(parents=True)
+            (folder / "config.pbtxt").write_text(model_config(spec, variant))
+            if variant == "plan":
+                assert spec.engine is not None
+                shutil.copyfile(spec.engine, folder / "1" / "model.plan")
+            else:
+                assert spec.onnx is not None
+                shutil.copyfile(spec.onnx, folder / "1" / "model.onnx")
+            if variant == "python":
+                shutil.copyfile(PYTHON_MODEL, folder / "1" / "model.py")
+        for file, cmd, where in (
+            ("launch_triton.sh", launch, "with tritonserver on this machine"),
+            ("docker_triton.sh", docker, f"in {spec.triton_image}"),
+        ):
+            (tmp / file).write_text(_script(cmd, spec, where))
+            (tmp / file).chmod(0o755)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the server may run as another user
+        _replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    models = tuple(spec.model_name(v) for v in spec.selected)
+    return RepoResult(repo=output, models=models, launch=launch, docker=docker)
+
+
+def _replace(new: Path, output: Path) -> None:
+    """Rename ``new`` to ``output``; an existing ``output`` is moved aside first, removed after."""
+    if not output.exists():
+        os.rename(new, output)
+        return
+    old = output.with_name(f".{output.name}.old-{os.getpid()}")
+    os.rename(output, old)
+    try:
+        os.rename(new, output)
+    except OSError:
+        os.rename(old, output)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Numerical parity of every backend against float32 PyTorch, and its report."""

@@ -1,0 +1,1 @@
+"""The fused kernel: SASS budget, kernel benchmark, GPU checks."""
