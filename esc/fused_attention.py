@@ -45,13 +45,17 @@ _DTYPE_CODES = {torch.float32: 0, torch.float16: 1}
 
 
 def kernel_source_dir() -> Path:
-    """``engines/plugin`` of the checkout this module was imported from (an editable install)."""
-    folder = Path(__file__).resolve().parents[1] / "engines" / "plugin"
+    """The plugin's sources, ``engines/plugin``: package data of ``esc_deploy`` (a link to the folder in a checkout).
+
+    Found through the installed package, so a wheel compiles the same sources as a checkout does."""
+    from importlib.resources import files
+
+    folder = Path(str(files("esc_deploy") / "engines" / "plugin"))
     missing = [name for name in _SOURCES if not (folder / name).is_file()]
     if missing:
         raise RuntimeError(
-            f"expected the kernel sources {', '.join(missing)} in {folder}, found none: the fused attention "
-            "compiles them from a source checkout (pip install -e .); otherwise build "
+            f"expected the kernel sources {', '.join(missing)} in {folder}: install the esc-deploy package "
+            "(pip install esc-deploy, or pip install -e . in a checkout); otherwise build "
             f"libesc_window_attention.so with engines/plugin/CMakeLists.txt and set {LIBRARY_ENV} to its path"
         )
     return folder

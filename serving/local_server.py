@@ -40,12 +40,12 @@ from pathlib import Path
 from types import TracebackType
 
 from esc_deploy.common.command import error
+from esc_deploy.common.defaults import OUTPUT_DIR
 
 PYTRITON_VERSION = "0.7.0"
 INSTALL_HINT = f"pip install --no-deps --target build/pytriton nvidia-pytriton=={PYTRITON_VERSION}"
 ENV_DIR = "ESC_PYTRITON_DIR"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DIR = REPO_ROOT / "build" / "pytriton"
+DEFAULT_DIR = OUTPUT_DIR / "pytriton"
 SHM_DIR = Path("/dev/shm")
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The source checkout this module sits in; the tools that write docs/ (benchmarks, reports) run only there.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Every default output (ONNX files, engines, their sidecars) goes under the ignored build/ folder;
-# engines/ holds sources only.
-OUTPUT_DIR = REPO_ROOT / "build"
+IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
+# Every default output (ONNX files, engines, their sidecars) goes under an ignored build/ folder: the
+# checkout's, or the working directory's for an installed package. engines/ holds sources only.
+OUTPUT_DIR = (REPO_ROOT if IN_CHECKOUT else Path.cwd()) / "build"
 
 DEFAULT_PRESET = "esc-light"
 DEFAULT_SCALE = 4
@@ -15,4 +17,4 @@ DEFAULT_SEED = 0
 # What `python export/to_onnx.py` writes with no arguments.
 DEFAULT_ONNX = OUTPUT_DIR / f"{DEFAULT_PRESET}_x{DEFAULT_SCALE}.onnx"
 # What `cmake --build build/plugin` produces.
-DEFAULT_PLUGIN = REPO_ROOT / "build" / "plugin" / "libesc_trt_plugin.so"
+DEFAULT_PLUGIN = OUTPUT_DIR / "plugin" / "libesc_trt_plugin.so"
