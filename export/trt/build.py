@@ -115,17 +115,39 @@ def resolve_target(runtime: TrtRuntime, requested: tuple[str, ...] | None) -> Bu
     return BuildTarget(gpu=None, compute_capabilities=tuple(dict.fromkeys(requested)))
 
 
+@dataclass(frozen=True)
+class PlannedEngine:
+    """Where a build writes its engine, and the cache key that names it."""
+
+    path: Path
+    cache_key: str
+    identities: dict[str, str | None]
+
+    @property
+    def onnx_sha256(self) -> str:
+        sha = self.identities["onnx"]
+        assert sha is not None  # the onnx field is a Path, never None
+        return sha
+
+
+def plan_engine(options: EngineOptions, runtime: TrtRuntime, target: BuildTarget) -> PlannedEngine:
+    """The engine path of a build with these options on this runtime and target (also what --print-trtexec prints)."""
+    identities = identity_hashes(options)
+    runtime_id = f"{runtime.flavour.value} {runtime.version_text}"
+    key = cache_key(options.settings(), identities, runtime_id, target.slug)
+    sha = identities["onnx"]
+    assert sha is not None
+    return PlannedEngine(engine_path(options, sha, key, runtime.tag, target.slug), key, identities)
+
+
 def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResult:
     """Build, write engine + sidecar + timing cache; MissingDependencyError / BuildError / ValueError otherwise."""
     model = check_inputs(options)
     runtime = require_runtime(options.runtime)
     target = resolve_target(runtime, options.compute_capabilities)
-    identities = identity_hashes(options)
-    onnx_sha = identities["onnx"]
-    assert onnx_sha is not None  # the onnx field is a Path, never None
-    runtime_id = f"{runtime.flavour.value} {runtime.version_text}"
-    key = cache_key(options.settings(), identities, runtime_id, target.slug)
-    engine = engine_path(options, onnx_sha, key, runtime.tag, target.slug)
+    planned = plan_engine(options, runtime, target)
+    identities, key, engine = planned.identities, planned.cache_key, planned.path
+    onnx_sha = planned.onnx_sha256
     trt_module = runtime.module()
     runtime.prepare_process()
     if options.plugin is not None:  # its major is checked before it is loaded, and before any file is written

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esc_deploy.common.command import ArgumentParser
-from esc_deploy.common.defaults import OUTPUT_DIR
 from esc_deploy.export.shape_profile import ShapeProfile, format_shape
 from esc_deploy.export.trt.env import (
     RTX_COMPUTE_CAPABILITIES,
@@ -24,7 +23,7 @@ from esc_deploy.export.trt.env import (
     TrtVersion,
     installed_runtime,
 )
-from esc_deploy.export.trt.options import ENGINE_SUFFIX, EngineOptions, Precision
+from esc_deploy.export.trt.options import EngineOptions, Precision
 
 PROG = "build_engine.py"
 EXIT_USER_ERROR = 2
@@ -133,22 +132,36 @@ def options_from_args(args: argparse.Namespace) -> EngineOptions:
     )
 
 
-def planned_engine_path(options: EngineOptions) -> Path:
-    """--output, or a name without the parts only a build knows (hashes, runtime version, target)."""
+def planned_engine_path(options: EngineOptions, runtime: TrtRuntime, installed: bool) -> Path:
+    """--output, or the path the build itself would write (its name holds hashes, the runtime version and the
+    target, so it needs the installed runtime and, for TensorRT, the GPU); ValueError where it cannot be known."""
     if options.output is not None:
         return options.output
-    return OUTPUT_DIR / f"{options.onnx.stem}_{options.precision.value}{ENGINE_SUFFIX}"
+    if not installed:
+        raise ValueError(
+            f"the engine's default name holds the version of the runtime that builds it, and {runtime.label} is "
+            "not installed here; pass --output PATH"
+        )
+    from esc_deploy.export.trt.build import check_inputs, plan_engine, resolve_target
+
+    check_inputs(options)
+    try:
+        target = resolve_target(runtime, options.compute_capabilities)
+    except MissingDependencyError as exc:
+        raise ValueError(f"{exc}; or pass --output PATH to name the engine") from None
+    return plan_engine(options, runtime, target).path
 
 
-def planned_runtime(options: EngineOptions, trt_major: int | None) -> TrtRuntime:
-    """The installed runtime the line is for, or (nothing installed) the flavour named, TensorRT 10 by default."""
+def planned_runtime(options: EngineOptions, trt_major: int | None) -> tuple[TrtRuntime, bool]:
+    """The installed runtime the line is for, or (nothing installed) the flavour named, TensorRT 10 by default;
+    and whether it is the installed one."""
     installed = installed_runtime(options.runtime)
     if installed is not None and (trt_major is None or installed.version.major == trt_major):
-        return installed
+        return installed, True
     if options.runtime == "tensorrt-rtx":
-        return TrtRuntime(Flavour.TENSORRT_RTX, TrtVersion(1, 7, 0), "1.x")
+        return TrtRuntime(Flavour.TENSORRT_RTX, TrtVersion(1, 7, 0), "1.x"), False
     major = trt_major or 10
-    return TrtRuntime(Flavour.TENSORRT, TrtVersion(major, 0, 0), f"{major}.x")
+    return TrtRuntime(Flavour.TENSORRT, TrtVersion(major, 0, 0), f"{major}.x"), False
 
 
 def print_trtexec(options: EngineOptions, trt_major: int | None) -> None:
@@ -157,17 +170,15 @@ def print_trtexec(options: EngineOptions, trt_major: int | None) -> None:
 
     if trt_major is not None and options.runtime == "tensorrt-rtx":
         raise ValueError("--trt-major is for --runtime tensorrt; TensorRT for RTX has its own versions")
-    runtime = planned_runtime(options, trt_major)
+    runtime, installed = planned_runtime(options, trt_major)
+    engine = planned_engine_path(options, runtime, installed)
     onnx = planned_onnx(options, network_typing(runtime))
-    print(trtexec_command(options, runtime=runtime, engine=planned_engine_path(options), onnx_for_build=onnx))
+    print(trtexec_command(options, runtime=runtime, engine=engine, onnx_for_build=onnx))
     targets = options.compute_capabilities or ()
     for note in trtexec_notes(options, runtime=runtime, onnx_for_build=onnx, targets=targets):
         print(f"note: {note}", file=sys.stderr)
     if options.output is None:
-        print(
-            f"note: {PROG} names the engine after the ONNX hash, runtime and target; pass --output to choose it",
-            file=sys.stderr,
-        )
+        print(f"note: {engine} is the path {PROG} writes (named after the ONNX, runtime and target)", file=sys.stderr)
 
 
 def _fail(message: str) -> int:
@@ -185,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_trtexec:
         try:
             print_trtexec(options, args.trt_major)
-        except ValueError as exc:
+        except (MissingDependencyError, ValueError) as exc:
             return _fail(str(exc))
         return 0
 

@@ -135,9 +135,13 @@ def test_runtime_and_compute_capability_flags() -> None:
 
 
 def test_print_trtexec_script_11x_converts_fp32(tiny_fp32_onnx: Path, tmp_path: Path) -> None:
-    result = run_script("--onnx", str(tiny_fp32_onnx), "--fp16", "--print-trtexec", "--trt-major", "11")
+    engine = tmp_path / "out" / "e.engine"
+    result = run_script(
+        "--onnx", str(tiny_fp32_onnx), "--fp16", "--print-trtexec", "--trt-major", "11", "--output", str(engine)
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     [line] = result.stdout.splitlines()
+    assert f"--saveEngine={engine}" in line
     assert line.startswith("trtexec ") and "--stronglyTyped" in line
     assert f"--onnx={tiny_fp32_onnx.with_name('tiny.fp16.onnx')}" in line
     assert "Traceback" not in result.stderr
@@ -145,7 +149,9 @@ def test_print_trtexec_script_11x_converts_fp32(tiny_fp32_onnx: Path, tmp_path: 
 
 
 def test_print_trtexec_script_11x_keeps_fp16(tiny_fp16_onnx: Path) -> None:
-    result = run_script("--onnx", str(tiny_fp16_onnx), "--fp16", "--print-trtexec", "--trt-major", "11")
+    result = run_script(
+        "--onnx", str(tiny_fp16_onnx), "--fp16", "--print-trtexec", "--trt-major", "11", "--output", "e.engine"
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert f"--onnx={tiny_fp16_onnx} " in result.stdout
 
@@ -179,3 +185,34 @@ def test_compute_capability_needs_tensorrt_for_rtx(tiny_fp32_onnx: Path, tmp_pat
         resolve_target(RTX, ("9.0",))
     target = resolve_target(RTX, ("8.9", "8.6", "8.9"))
     assert target.gpu is None and target.compute_capabilities == ("8.9", "8.6")
+
+
+@pytest.mark.tensorrt_rtx
+def test_print_trtexec_saves_where_the_build_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Without --output the line names the very file the build then writes (hashes, runtime, target)."""
+    import shlex
+
+    from esc_deploy.export.trt import options as engine_options
+    from tests.export.trt.sidecars import write_stand_in_onnx
+
+    onnx = write_stand_in_onnx(tmp_path / "stand_in.onnx")
+    monkeypatch.setattr(engine_options, "OUTPUT_DIR", tmp_path / "out")
+    args = ["--onnx", str(onnx), "--no-plugin", "--runtime", "tensorrt-rtx", "--compute-capability", "8.9",
+            "--min-shape", "1x3x32x32", "--opt-shape", "1x3x64x64", "--max-shape", "1x3x96x96"]  # fmt: skip
+    assert main([*args, "--print-trtexec"]) == 0
+    printed = capsys.readouterr()
+    assert not (tmp_path / "out").exists()  # printing writes nothing
+    assert main([*args, "--no-progress"]) == 0
+    (engine,) = (tmp_path / "out").glob("*.engine")
+    assert f"--saveEngine={engine}" in shlex.split(printed.out)
+    assert f"note: {engine} is the path" in printed.err
+
+
+@pytest.mark.skipif(installed_runtime("tensorrt") is not None, reason="TensorRT is installed here")
+def test_print_trtexec_without_the_runtime_needs_output(tiny_fp32_onnx: Path) -> None:
+    """The default name holds the runtime's version: without that runtime no path is printed that the build
+    would not write."""
+    result = run_script("--onnx", str(tiny_fp32_onnx), "--runtime", "tensorrt", "--print-trtexec")
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and "pass --output PATH" in line
