@@ -163,16 +163,22 @@ def _probe(flavour: Flavour) -> TrtRuntime:
             f"{facts.label} is not installed (`import {facts.module}` found only type stubs or an empty package "
             f"at {where}); {facts.install}"
         )
+    return TrtRuntime(flavour, check_version(flavour, text), text)
+
+
+def check_version(flavour: Flavour, text: str) -> TrtVersion:
+    """The version a flavour's module reports, if this project supports it; MissingDependencyError otherwise."""
+    facts = _FACTS[flavour]
     try:
         version = TrtVersion.parse(text)
     except ValueError as exc:
-        raise MissingDependencyError(f"{facts.label} reports an unreadable version: {exc}") from None
+        raise MissingDependencyError(f"{facts.label} reports an unreadable version: {exc}; {facts.install}") from None
     if version.major not in facts.majors:
         supported = " or ".join(f"{m}.x" for m in facts.majors)
         raise MissingDependencyError(
             f"{facts.label} {text} is not supported (this project needs {supported}); {facts.install}"
         )
-    return TrtRuntime(flavour, version, text)
+    return version
 
 
 def require_runtime(choice: RuntimeChoice = "auto") -> TrtRuntime:

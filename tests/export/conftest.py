@@ -10,12 +10,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from esc.config import preset_config
-from esc_deploy.export import plugin_contract
 from esc_deploy.export.onnx_graph.metadata import model_props
 
 
-def write_onnx(path: Path, *, weight_dtype: type = np.float32, with_plugin_node: bool = False) -> Path:
-    """input (N, 3, H, W) -> Mul by a constant weight -> [ESCWindowAttention] -> output; opset 17."""
+def write_onnx(path: Path, *, weight_dtype: type = np.float32) -> Path:
+    """input (N, 3, H, W) -> Mul by a constant weight -> output; opset 17."""
     weight = numpy_helper.from_array(np.full((1, 3, 1, 1), 0.5, dtype=weight_dtype), name="w")
     nodes = []
     if weight_dtype is np.float16:
@@ -24,15 +23,7 @@ def write_onnx(path: Path, *, weight_dtype: type = np.float32, with_plugin_node:
     else:
         nodes.append(helper.make_node("Mul", ["input", "w"], ["y"], name="mul"))
     opsets = [helper.make_opsetid("", 17)]
-    if with_plugin_node:
-        nodes.append(
-            helper.make_node(
-                plugin_contract.OP_TYPE, ["y", "w"], ["output"], name="attn0", domain=plugin_contract.DOMAIN
-            )
-        )
-        opsets.append(helper.make_opsetid(plugin_contract.DOMAIN, 1))
-    else:
-        nodes.append(helper.make_node("Identity", ["y"], ["output"], name="out"))
+    nodes.append(helper.make_node("Identity", ["y"], ["output"], name="out"))
     dims = ["N", 3, "H", "W"]
     graph = helper.make_graph(
         nodes,
@@ -62,11 +53,6 @@ def tiny_fp32_onnx(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_fp16_onnx(tmp_path: Path) -> Path:
     return write_onnx(tmp_path / "tiny_fp16.onnx", weight_dtype=np.float16)
-
-
-@pytest.fixture
-def tiny_plugin_onnx(tmp_path: Path) -> Path:
-    return write_onnx(tmp_path / "tiny_plugin.onnx", with_plugin_node=True)
 
 
 @pytest.fixture

@@ -202,7 +202,11 @@ def test_server_finder_and_python_models(tmp_path: Path) -> None:
     with pytest.raises(TritonServerError, match=r"tritonserver is missing.*pip install --no-deps --target") as raised:
         find_pytriton([tmp_path, tmp_path / "nowhere"])
     assert INSTALL_HINT in str(raised.value) and "\n" not in str(raised.value)
-    for name, backend in (("a_python", 'backend: "python"'), ("a_onnx", 'platform: "onnxruntime_onnx"')):
-        (tmp_path / "repo" / name).mkdir(parents=True)
-        (tmp_path / "repo" / name / "config.pbtxt").write_text(f'name: "{name}"\n{backend}\n')
-    assert python_models(tmp_path / "repo") == ["a_python"]
+    # A repository as make_triton_repo writes it (an ONNX Runtime and a Python-backend model of one ONNX).
+    from esc_deploy.serving.model_repository.writer import make_repository, spec_from_files
+    from tests.export.trt.sidecars import write_stand_in_onnx
+
+    onnx = write_stand_in_onnx(tmp_path / "esc-light_x4.onnx")
+    result = make_repository(spec_from_files(onnx=onnx, variants=("onnx", "python")), tmp_path / "repo")
+    assert result.models == ("esc-light_x4_onnx", "esc-light_x4_python")
+    assert python_models(result.repo) == ["esc-light_x4_python"]

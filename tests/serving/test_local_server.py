@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.serving.fixtures import MAX_BATCH, MAX_TILE, SERVED_CHECKPOINT, Served
 
 from esc_deploy.serving.client.triton_io import (
     TritonError,
@@ -28,6 +27,7 @@ from esc_deploy.serving.client.triton_io import (
     upscale_image,
 )
 from esc_deploy.serving.local_server import LocalTriton, group_alive
+from tests.serving.fixtures import MAX_BATCH, MAX_TILE, SERVED_CHECKPOINT, Served
 
 pytestmark = pytest.mark.xdist_group(SERVED_CHECKPOINT)  # one export and one server per worker
 
