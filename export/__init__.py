@@ -1,5 +1,5 @@
-"""Export tooling: ESC -> ONNX -> TensorRT engine -> Triton model repository.
+"""Export: ESC -> ONNX (``onnx_graph``) -> TensorRT engine (``trt``), and what both share (precision, shape
+profiles, the plugin node's contract, the bundled photographs).
 
-The modules here are libraries; the scripts beside them (``to_onnx.py``, ``build_engine.py``,
-``make_triton_repo.py``) are thin command lines over them.
+The scripts beside the packages (``to_onnx.py``, ``build_engine.py``, ``pipeline.py``) are thin command lines.
 """

@@ -2,8 +2,7 @@
 [--opt-shape 1x3x360x640] [--max-shape 1x3x1080x1920] [--workspace-gb N] [--timing-cache PATH]
 [--output PATH] [--print-trtexec]
 
-Thin command line over export/trt/build.py; see export/trt/cli.py for the flags.
-"""
+The command line of export/trt/cli.py (``--help`` for the options)."""
 
 import sys
 

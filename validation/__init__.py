@@ -1,1 +1,2 @@
-"""Numerical parity and latency/memory reports for every ESC backend."""
+"""Validation beside the stages: parity (``accuracy``), benchmarks (``bench``) and the fused kernel's checks
+(``kernel``), sharing one set of backend runners (``backends``). Imports the stages; no stage imports it."""

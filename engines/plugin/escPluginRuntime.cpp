@@ -237,7 +237,7 @@ extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCrea
     return creators;
 }
 
-//! Read from the file by export/engine_plugin.py before loading, so a library of the wrong major is refused
+//! Read from the file by export/trt/plugin.py before loading, so a library of the wrong major is refused
 //! without running any of its code.
 extern "C" ESC_PLUGIN_API char const escPluginBuildInfo[]
     = "esc-trt-plugin tensorrt-headers-major=" ESC_STRINGIFY(ESC_INTERFACE_MAJOR);
