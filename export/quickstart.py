@@ -53,10 +53,9 @@ def engine_step() -> str:
     if reason is not None:
         return f"skipped TensorRT engine build: {reason}"
     if not DEFAULT_PLUGIN.is_file():
-        return (
-            f"skipped TensorRT engine build: plugin library {DEFAULT_PLUGIN} not built "
-            "(cmake -S engines/plugin -B build/plugin && cmake --build build/plugin)"
-        )
+        from esc_deploy.export.trt.plugin import BUILD_PLUGIN_HINT
+
+        return f"skipped TensorRT engine build: plugin library {DEFAULT_PLUGIN} not built ({BUILD_PLUGIN_HINT})"
     from esc_deploy.export.trt.build import build_engine, describe
     from esc_deploy.export.trt.options import EngineOptions, Precision
 
@@ -66,7 +65,7 @@ def engine_step() -> str:
 def main(argv: list[str] | None = None) -> int:
     ArgumentParser(prog="python export/pipeline.py", description=__doc__).parse_args(argv)
     quiet_exporter_logs()
-    from esc_deploy.export.onnx_graph.cli import default_model
+    from esc_deploy.common.defaults import default_model
     from esc_deploy.export.onnx_graph.exporter import export_onnx
 
     model = default_model()

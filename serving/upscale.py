@@ -62,7 +62,7 @@ def torch_upscaler(checkpoint: Path | None) -> Upscaler:
     if checkpoint is not None:
         model = esc.load_model(checkpoint)
     else:
-        from esc_deploy.export.onnx_graph.cli import default_model
+        from esc_deploy.common.defaults import default_model
 
         model = default_model()
     model.eval()
@@ -96,7 +96,7 @@ def tensorrt_upscaler(engine: Path | None) -> Upscaler:
     from esc_deploy.export.trt.env import require_cuda_gpu
 
     if engine is None:
-        raise ValueError("--backend tensorrt needs --engine (python export/build_engine.py writes one)")
+        raise ValueError("the tensorrt backend needs an engine (python export/build_engine.py writes one)")
     require_cuda_gpu()
     import torch
 
@@ -146,7 +146,7 @@ def upscale_image(
 
     side = tile if upscaler.max_tile is None else min(tile, upscaler.max_tile)
     if side < upscaler.min_side:
-        raise ValueError(f"--tile {side} is below the model's minimum side {upscaler.min_side}")
+        raise ValueError(f"tile {side} is below the model's minimum side {upscaler.min_side}")
     align = upscaler.window if side - overlap >= upscaler.window else 1
     run = padded(upscaler.run, (upscaler.min_side, upscaler.min_side), upscaler.scale)
     return upscale_tiled(image, run, scale=upscaler.scale, tile=side, overlap=min(overlap, side - 1),

@@ -98,7 +98,7 @@ class ExportCache:
         import esc
 
         if name == "default":
-            from esc_deploy.export.onnx_graph.cli import default_model
+            from esc_deploy.common.defaults import default_model
 
             return default_model()
         return esc.load_model(GOLDEN_DIR / f"{name}.pth", attention="naive")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from esc.models import ESCBase
 
 # The source checkout this module sits in; the tools that write docs/ (benchmarks, reports) run only there.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -18,3 +22,13 @@ DEFAULT_SEED = 0
 DEFAULT_ONNX = OUTPUT_DIR / f"{DEFAULT_PRESET}_x{DEFAULT_SCALE}.onnx"
 # What `cmake --build build/plugin` produces.
 DEFAULT_PLUGIN = OUTPUT_DIR / "plugin" / "libesc_trt_plugin.so"
+
+
+def default_model() -> ESCBase:
+    """The built-in model: the official preset with seeded random weights (no download needed)."""
+    import torch
+
+    import esc
+
+    torch.manual_seed(DEFAULT_SEED)
+    return esc.build_model(DEFAULT_PRESET, scale=DEFAULT_SCALE)

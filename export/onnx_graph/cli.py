@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from esc_deploy.common.command import ArgumentParser, fail, quiet_exporter_logs
-from esc_deploy.common.defaults import DEFAULT_PRESET, DEFAULT_SCALE, DEFAULT_SEED, OUTPUT_DIR
+from esc_deploy.common.defaults import DEFAULT_PRESET, DEFAULT_SCALE, OUTPUT_DIR, default_model
 from esc_deploy.export.onnx_graph.calibration_set import DEFAULT_LARGE_SHAPE
 from esc_deploy.export.onnx_graph.exporter import DEFAULT_OPSET, OnnxExportOptions, export_onnx
 from esc_deploy.export.precision import Precision
 from esc_deploy.export.shape_profile import parse_shape, parse_side_pair
-
-if TYPE_CHECKING:
-    from esc.models import ESCBase
 
 
 def build_parser() -> ArgumentParser:
@@ -43,16 +39,6 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="23+: native attention as one Attention node")
     parser.add_argument("--static-shape", metavar="BxCxHxW", help="fix the input shape")
     return parser
-
-
-def default_model() -> ESCBase:
-    """The built-in model: the official preset with seeded random weights (no download needed)."""
-    import torch
-
-    import esc
-
-    torch.manual_seed(DEFAULT_SEED)
-    return esc.build_model(DEFAULT_PRESET, scale=DEFAULT_SCALE)
 
 
 def default_output(checkpoint: Path | None, options: OnnxExportOptions) -> Path:

@@ -101,9 +101,9 @@ def _example_and_dims(model: ESCBase, options: OnnxExportOptions) -> tuple[torch
     if options.static_shape:
         b, c, h, w = options.static_shape
         if c != 3:
-            raise ValueError(f"--static-shape needs 3 channels, got {c}")
+            raise ValueError(f"static shape needs 3 channels, got {c}")
         if min(h, w) < config.min_side:
-            raise ValueError(f"--static-shape sides must be >= {config.min_side} for window {config.window_size}")
+            raise ValueError(f"static shape sides must be >= {config.min_side} for window {config.window_size}")
         return torch.rand(b, c, h, w), None
     from torch.export import Dim
 

@@ -77,9 +77,7 @@ class BuildResult:
 def check_inputs(options: EngineOptions) -> ESCConfig:
     """The files the build reads and the model's facts; cheap, and done before any TensorRT or GPU check."""
     if not options.onnx.is_file():
-        raise MissingDependencyError(
-            f"ONNX file {options.onnx} not found: export it with `python export/to_onnx.py`, or pass --onnx PATH"
-        )
+        raise MissingDependencyError(f"ONNX file {options.onnx} not found: export it with `python export/to_onnx.py`")
     if options.plugin is not None:
         require_plugin_file(options.plugin)
     model = read_model_config(options.onnx)
@@ -87,7 +85,7 @@ def check_inputs(options: EngineOptions) -> ESCConfig:
     if low < model.min_side:
         raise ValueError(
             f"profile minimum side {low} is below the model's minimum input side {model.min_side} "
-            f"(window {model.window_size}: reflect padding needs pad < side); raise --min-shape"
+            f"(window {model.window_size}: reflect padding needs pad < side); raise the profile's minimum shape"
         )
     return model
 
@@ -98,7 +96,7 @@ def resolve_target(runtime: TrtRuntime, requested: tuple[str, ...] | None) -> Bu
     if not runtime.builds_ahead_of_time:
         if requested is not None:
             raise ValueError(
-                f"--compute-capability is for TensorRT for RTX; {runtime.label} builds for the GPU it runs on"
+                f"compute capabilities are a TensorRT for RTX setting; {runtime.label} builds for the GPU it runs on"
             )
         return BuildTarget(gpu=require_cuda_gpu(), compute_capabilities=())
     supported = runtime.target_compute_capabilities

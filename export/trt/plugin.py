@@ -30,7 +30,7 @@ def plugin_id() -> str:
 
 def require_plugin_file(path: Path) -> None:
     if not path.is_file():
-        raise MissingDependencyError(f"plugin library {path} not found: {BUILD_PLUGIN_HINT}, or pass --plugin PATH")
+        raise MissingDependencyError(f"plugin library {path} not found: {BUILD_PLUGIN_HINT}")
 
 
 # escPluginRuntime.cpp writes this marker into the library; it is read from the file before loading.

@@ -140,22 +140,22 @@ def plan_tiles(
     Tiles per request: the model's batch shared among ``concurrency`` requests in flight, so that
     dynamic batching can merge them into full batches."""
     if concurrency < 1:
-        raise ValueError(f"--concurrency must be positive, got {concurrency}")
+        raise ValueError(f"concurrency must be positive, got {concurrency}")
     if max_tile is not None:
         if max_tile < 1:
-            raise ValueError(f"--max-tile must be positive, got {max_tile}")
+            raise ValueError(f"max tile must be positive, got {max_tile}")
         tile = (max_tile, max_tile)
         if info.max_hw is not None and (tile[0] > info.max_hw[0] or tile[1] > info.max_hw[1]):
-            raise ValueError(f"--max-tile {max_tile} exceeds model {info.name!r}'s maximum input {info.max_hw}")
+            raise ValueError(f"max tile {max_tile} exceeds model {info.name!r}'s maximum input {info.max_hw}")
         if min(tile) < max(info.min_hw):
-            raise ValueError(f"--max-tile {max_tile} is below model {info.name!r}'s minimum input {info.min_hw}")
+            raise ValueError(f"max tile {max_tile} is below model {info.name!r}'s minimum input {info.min_hw}")
     elif info.max_hw is not None:
         tile = info.max_hw
     else:
         tile = image_hw
     window = align if align is not None else info.window_size
     if window < 1:
-        raise ValueError(f"--align must be positive, got {window}")
+        raise ValueError(f"align must be positive, got {window}")
     if window > 1 and min(tile) - overlap < window:
         window = 1  # tiles too small to keep the stride a multiple of the window
     overlap = max(0, min(overlap, min(tile) - 1))

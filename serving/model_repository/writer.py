@@ -106,10 +106,10 @@ class RepoSpec:
             if variant not in VARIANTS:
                 raise ValueError(f"unknown variant {variant!r}; expected some of {list(VARIANTS)}")
             if variant not in available:
-                needs = "--engine" if variant == "plan" else "--onnx"
+                needs = "an engine" if variant == "plan" else "an ONNX file"
                 raise ValueError(f"variant {variant!r} needs {needs}")
         if not wanted:
-            raise ValueError("nothing to serve: pass --onnx, --engine, or both")
+            raise ValueError("nothing to serve: give an ONNX file, an engine, or both")
         if "plan" in wanted:
             self.batch_layout("plan")  # validates max_batch against the profile
 
@@ -133,11 +133,11 @@ class RepoSpec:
         lo, hi = profile.min[0], profile.max[0]
         if lo == 1:
             if self.max_batch is not None and self.max_batch > hi:
-                raise ValueError(f"--max-batch {self.max_batch} exceeds the engine profile's maximum batch {hi}")
+                raise ValueError(f"max batch {self.max_batch} exceeds the engine profile's maximum batch {hi}")
             return (self.max_batch or hi), [CHANNELS, -1, -1]
         if self.max_batch is not None:
             raise ValueError(
-                f"the engine profile's minimum batch is {lo}, not 1: Triton cannot batch it, drop --max-batch"
+                f"the engine profile's minimum batch is {lo}, not 1: Triton cannot batch it, leave max batch unset"
             )
         return 0, [lo if lo == hi else -1, CHANNELS, -1, -1]
 
@@ -211,7 +211,7 @@ def spec_from_files(
     elif sidecar is not None:
         model = sidecar.model
     else:
-        raise ValueError("nothing to serve: pass --onnx, --engine, or both")
+        raise ValueError("nothing to serve: give an ONNX file, an engine, or both")
     if sidecar is not None:
         options.setdefault("input_name", sidecar.input_name)
         options.setdefault("output_name", sidecar.output_name)
@@ -329,7 +329,7 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
     so that a failure leaves no partial repository (``overwrite`` replaces an existing one)."""
     output = output.resolve()
     if output.exists() and not overwrite:
-        raise ValueError(f"{output} already exists; pass --overwrite to replace it")
+        raise ValueError(f"{output} already exists (overwriting replaces it)")
     output.parent.mkdir(parents=True, exist_ok=True)
     launch = launch_command(output, spec.plugin)
     docker = docker_command(output, spec.plugin, spec.triton_image)

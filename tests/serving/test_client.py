@@ -31,7 +31,7 @@ from esc_deploy.serving.model_repository.writer import model_config, spec_from_f
 from tests.export.trt.sidecars import build_engine_for, write_stand_in_onnx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "validation" / "triton_client.py"
+SCRIPT = REPO_ROOT / "serving" / "triton_client.py"
 
 
 def _info(**overrides: object) -> ModelInfo:

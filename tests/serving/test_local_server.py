@@ -32,7 +32,7 @@ from tests.serving.fixtures import MAX_BATCH, MAX_TILE, SERVED_CHECKPOINT, Serve
 pytestmark = pytest.mark.xdist_group(SERVED_CHECKPOINT)  # one export and one server per worker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CLIENT = REPO_ROOT / "validation" / "triton_client.py"
+CLIENT = REPO_ROOT / "serving" / "triton_client.py"
 PROTOCOLS = ["http", "grpc"]
 # PSNR of the client's tiled result against untiled inference on the 64x96 photograph (tile 48,
 # overlap 16, window-aligned starts), in 8-bit: measured 38.1 dB, documented in docs/serving.md.
@@ -236,7 +236,7 @@ def test_server_cli_detached_as_in_the_readme(served: Served, photo: Path, tmp_p
 
     http_port, grpc_port = free_ports(2)
     shm_before = set(Path("/dev/shm").glob("esc_triton_*"))
-    script = REPO_ROOT / "validation" / "triton_server.py"
+    script = REPO_ROOT / "serving" / "triton_server.py"
     cmd = [sys.executable, str(script), "--repository", str(served.server.repository),
            "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--detach"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)

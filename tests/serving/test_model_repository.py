@@ -18,7 +18,7 @@ from esc_deploy.serving.model_repository.writer import make_repository, model_co
 from tests.export.trt.sidecars import build_engine_for, write_stand_in_onnx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "export" / "make_triton_repo.py"
+SCRIPT = REPO_ROOT / "serving" / "make_triton_repo.py"
 
 
 def parse_config(text: str) -> Any:
@@ -126,7 +126,7 @@ def test_onnx_alone_gives_a_cpu_repository(tmp_path: Path, onnx_model: Path) -> 
 def test_variants_can_be_chosen(tmp_path: Path, engine: Path, onnx_model: Path) -> None:
     spec = spec_from_files(engine=engine, onnx=onnx_model, variants=("plan", "python"))
     assert make_repository(spec, tmp_path / "repo").models == ("esc-light_x4", "esc-light_x4_python")
-    with pytest.raises(ValueError, match="variant 'plan' needs --engine"):
+    with pytest.raises(ValueError, match="variant 'plan' needs an engine"):
         spec_from_files(onnx=onnx_model, variants=("plan",))
     with pytest.raises(ValueError, match="nothing to serve"):
         spec_from_files()
@@ -234,7 +234,7 @@ def test_cli(tmp_path: Path, engine: Path, plugin: Path) -> None:
         (["--engine", "{engine}", "--max-batch", "9"], "exceeds"),
         (["--engine", "{engine}", "--name", "bad name"], "model name"),
         (["--onnx", "{onnx}", "--ort-max-input", "8x8"], "below the model's minimum side 17"),
-        (["--onnx", "{onnx}", "--variants", "plan"], "needs --engine"),
+        (["--onnx", "{onnx}", "--variants", "plan"], "needs an engine"),
         (["--onnx", "{onnx}", "--variants", "tensorflow"], "subset of plan,onnx,python"),
         ([], "nothing to serve"),
     ],

@@ -91,7 +91,7 @@ def test_tiling_matches_one_call_up_to_the_blend(photos: Path, tmp_path: Path) -
     [
         (["missing.png", "out.png"], "no such image or folder"),
         (["{photos}/chelsea.png", "out.png", "--backend", "onnxruntime", "--onnx", "none.onnx"], "no such ONNX file"),
-        (["{photos}/chelsea.png", "out.png", "--backend", "tensorrt"], "needs --engine"),
+        (["{photos}/chelsea.png", "out.png", "--backend", "tensorrt"], "needs an engine"),
         (["{photos}/chelsea.png", "out.png", "--tile", "8"], "below the model's minimum side"),
     ],
 )

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint:
             model = esc.load_model(args.checkpoint)
         else:
-            from esc_deploy.export.onnx_graph.cli import default_model
+            from esc_deploy.common.defaults import default_model
 
             model = default_model()
         inputs = load_inputs(

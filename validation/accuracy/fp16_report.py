@@ -24,7 +24,7 @@ SCALED_LAYER = "blocks.1.pconvs.2.aggr"
 
 
 def _models() -> dict[str, object]:
-    from esc_deploy.export.onnx_graph.cli import default_model
+    from esc_deploy.common.defaults import default_model
 
     base = default_model()
     scaled = default_model()

@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=REPO_ROOT / "docs" / "engine_build.md")
     args = parser.parse_args(argv)
     if not args.plugin.is_file():
-        fail(f"plugin library {args.plugin} not found: build it with cmake -S engines/plugin -B build/plugin")
+        from esc_deploy.export.trt.plugin import BUILD_PLUGIN_HINT
+
+        fail(f"plugin library {args.plugin} not found: {BUILD_PLUGIN_HINT}")
     if args.runs < 1:
         fail(f"--runs must be >= 1, got {args.runs}")
     rows: dict[str, list[Run]] = {}

@@ -249,8 +249,9 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
         if reason is not None:
             return reason
         if not plugin.is_file():
-            build = "cmake -S engines/plugin -B build/plugin && cmake --build build/plugin"
-            return f"plugin library {plugin} not built ({build})"
+            from esc_deploy.export.trt.plugin import BUILD_PLUGIN_HINT
+
+            return f"plugin library {plugin} not built ({BUILD_PLUGIN_HINT})"
     return None
 
 

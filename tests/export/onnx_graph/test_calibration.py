@@ -34,7 +34,7 @@ FP16_BACKENDS = ("torch-fp16", "onnxruntime-fp16-plugin", "onnxruntime-fp16-nati
 
 def official_checkpoint(path: Path, *, scaled: bool) -> Path:
     """The seeded default ESC-light x4, optionally with SCALED_LAYER x SCALE, as ``{'params_ema': ...}``."""
-    from esc_deploy.export.onnx_graph.cli import default_model
+    from esc_deploy.common.defaults import default_model
 
     state = default_model().state_dict()
     if scaled:
@@ -91,7 +91,7 @@ def test_scaled_checkpoint_overflows_fp32_activations_in_blocks_1(checkpoints: d
 
 def test_unsafe_shared_kernel_keeps_the_whole_model_in_float32() -> None:
     """The large kernel is the root's own weight, read by every block: the rule can only keep all of it."""
-    from esc_deploy.export.onnx_graph.cli import default_model
+    from esc_deploy.common.defaults import default_model
 
     model = default_model()
     state = model.state_dict()

@@ -179,7 +179,7 @@ def test_compute_capability_needs_tensorrt_for_rtx(tiny_fp32_onnx: Path, tmp_pat
     """TensorRT builds for the GPU it runs on; only TensorRT for RTX takes targets."""
     from esc_deploy.export.trt.build import resolve_target
 
-    with pytest.raises(ValueError, match="--compute-capability is for TensorRT for RTX"):
+    with pytest.raises(ValueError, match="compute capabilities are a TensorRT for RTX setting"):
         resolve_target(TRT10, ("8.6",))
     with pytest.raises(ValueError, match=r"compute capability 9\.0 is not a target of TensorRT for RTX"):
         resolve_target(RTX, ("9.0",))

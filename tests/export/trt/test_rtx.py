@@ -77,7 +77,7 @@ def layers_of(engine: Path) -> list[EngineLayer]:
 def test_plugin_engine_and_its_sidecar(plugin_engine: Path, default_onnx: dict[str, Path], trt11_plugin: Path) -> None:
     import tensorrt_rtx_bindings
 
-    from esc_deploy.export.onnx_graph.cli import default_model
+    from esc_deploy.common.defaults import default_model
 
     assert plugin_engine.stat().st_size > 1_000_000
     sidecar = EngineSidecar.read(plugin_engine)
@@ -121,8 +121,10 @@ def test_native_engine_has_no_plugin_layer(native_engine: Path) -> None:
     print(f"native engine: {native_engine.stat().st_size / 2**20:.1f} MiB, built in {sidecar.build_seconds:.1f} s")
 
 
-def test_print_trtexec_names_tensorrt_rtx(default_onnx: dict[str, Path]) -> None:
-    result = build("--onnx", str(default_onnx["plugin"]), "--print-trtexec", "--compute-capability", "8.9")
+def test_print_trtexec_names_tensorrt_rtx(default_onnx: dict[str, Path], trt11_plugin: Path) -> None:
+    # The engine's default name hashes the plugin too, so the plugin must exist.
+    result = build("--onnx", str(default_onnx["plugin"]), "--plugin", str(trt11_plugin), "--print-trtexec",
+                   "--compute-capability", "8.9")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("tensorrt_rtx --onnx=") and "--fp16" not in result.stdout
     assert "compute capabilities 8.9" in result.stderr

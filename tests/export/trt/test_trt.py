@@ -35,10 +35,9 @@ def _default_files() -> tuple[Path, Path]:
             pytest.skip(f"{DEFAULT_ONNX} missing and export/to_onnx.py not there to write it")
         subprocess.run([sys.executable, str(script)], cwd=REPO, check=True, timeout=600)
     if not DEFAULT_PLUGIN.is_file():
-        pytest.skip(
-            f"plugin library {DEFAULT_PLUGIN} missing: "
-            "cmake -S engines/plugin -B build/plugin && cmake --build build/plugin"
-        )
+        from esc_deploy.export.trt.plugin import BUILD_PLUGIN_HINT
+
+        pytest.skip(f"plugin library {DEFAULT_PLUGIN} missing: {BUILD_PLUGIN_HINT}")
     return DEFAULT_ONNX, DEFAULT_PLUGIN
 
 

@@ -1,9 +1,9 @@
 """``pip install -e .[onnx]`` installs what validation/parity.py imports.
 
-Every third-party module that validation/parity*.py, or a project module they import (followed through
-esc/, export/, validation/), imports must come from the base dependencies or the onnx extra, directly or
-as a requirement of one of them. The TensorRT runtimes are the exception: the engine backends report
-"skipped: <reason>" where none is installed (esc_deploy.export.trt.env.cannot_run_engines).
+Every third-party module that validation/parity.py and validation/accuracy/ import, or a project module
+they import (followed through esc and esc_deploy), imports must come from the base dependencies or the
+onnx extra, directly or as a requirement of one of them. The TensorRT runtimes are the exception: the
+engine backends report "skipped: <reason>" where none is installed (esc_deploy.export.trt.env.cannot_run_engines).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ else:  # pragma: no cover
 
 REPO = Path(__file__).resolve().parents[3]
 PROJECT = "esc-deploy"
-FIRST_PARTY = {"esc", "export", "validation"}
+FIRST_PARTY = {"esc", "esc_deploy"}  # esc_deploy/ links the stage folders, so module paths resolve
 PARITY_EXTRAS = ("onnx",)
 # module -> the extra that installs it; only the engine backends import these, and they skip without one.
 ENGINE_MODULES = {"tensorrt": "tensorrt"}
@@ -137,7 +137,7 @@ def _pyproject() -> dict[str, Any]:
 
 
 def _parity_roots() -> list[Path]:
-    return sorted((REPO / "validation").glob("parity*.py"))
+    return [REPO / "validation" / "parity.py", *sorted((REPO / "validation" / "accuracy").glob("*.py"))]
 
 
 def test_the_onnx_extra_installs_what_parity_imports() -> None:
