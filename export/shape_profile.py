@@ -107,6 +107,6 @@ def check_shape_in_profile(shape: Sequence[int], profile: ShapeProfile) -> Shape
         raise ShapeOutsideProfileError(
             f"input shape {format_shape(dims)} is outside the engine's profile ({profile.describe()}): "
             + "; ".join(problems)
-            + ". Rebuild the engine with a wider --min-shape/--max-shape, or tile the input."
+            + ". Rebuild the engine with a wider profile, or tile the input."
         )
     return (dims[0], dims[1], dims[2], dims[3])

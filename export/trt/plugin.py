@@ -120,7 +120,7 @@ def check_plugin_layers(node_names: Sequence[str], layer_names: Sequence[str], p
     if not missing:
         return
     shown = ", ".join(repr(n) for n in missing[:3]) + (", ..." if len(missing) > 3 else "")
-    source = f"the plugin library {plugin}" if plugin is not None else "no plugin library (--no-plugin)"
+    source = f"the plugin library {plugin}" if plugin is not None else "no plugin library"
     raise MissingDependencyError(
         f"{len(missing)} of {len(node_names)} {plugin_contract.OP_TYPE} nodes ({shown}) were built "
         f"from their ONNX function body instead of the plugin: {source} did not provide {plugin_id()} "

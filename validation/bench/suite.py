@@ -242,7 +242,7 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
                 return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
     if backend == "tensorrt":
         if device != "cuda":  # else it would run on a GPU anyway, timed by the CPU mode's clock
-            return f"TensorRT runs on CUDA only; --device {device}"
+            return f"TensorRT runs on CUDA only, not on device {device}"
         from esc_deploy.export.trt.env import cannot_run_engines
 
         reason = cannot_run_engines()

@@ -46,7 +46,7 @@ def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     for name in ("eager-flex", "eager-fused", "tensorrt"):
         assert cases[name]["status"] == "skipped" and cases[name]["reason"]
         assert "median_ms" not in cases[name]
-    assert cases["tensorrt"]["reason"] == "TensorRT runs on CUDA only; --device cpu"
+    assert cases["tensorrt"]["reason"] == "TensorRT runs on CUDA only, not on device cpu"
     assert (
         report["protocol"] == "reduced: fewer than 100 runs, CPU mode; time.perf_counter, warm-up 1, median of 3 runs"
     )
@@ -99,7 +99,7 @@ def test_measure_times_until_the_output_is_ready(device: benchmark.Device) -> No
 
 def test_tensorrt_is_skipped_on_cpu() -> None:
     """Not run on the GPU anyway and timed by the CPU clock around an asynchronous enqueue."""
-    assert skip_reason("tensorrt", "cpu") == "TensorRT runs on CUDA only; --device cpu"
+    assert skip_reason("tensorrt", "cpu") == "TensorRT runs on CUDA only, not on device cpu"
 
 
 def _assert_ready_waits(prepared: Prepared) -> None:
