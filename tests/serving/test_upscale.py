@@ -1,10 +1,8 @@
-"""esc-deploy: the subcommands are the stages' own command lines, and ``upscale`` upscales real
-photographs, tiled, with torch and ONNX Runtime (TensorRT needs a GPU: only its error is shown here)."""
+"""``esc-deploy upscale`` upscales real photographs, tiled, with torch and ONNX Runtime (TensorRT needs a
+GPU: only its error is shown here)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +11,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from esc_deploy import cli
 from esc_deploy.serving import upscale
-from tests.conftest import GOLDEN_DIR, REPO
+from tests.conftest import GOLDEN_DIR
 
 CHECKPOINT = GOLDEN_DIR / "real_x4.pth"  # two blocks, official format; shares its export with other tests
 
@@ -38,26 +35,6 @@ def real_onnx(exports, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _pixels(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
-def test_every_subcommand_is_a_stage_main() -> None:
-    import importlib
-
-    for name, (module, _) in cli.SUBCOMMANDS.items():
-        assert callable(importlib.import_module(module).main), name
-    assert cli.main([]) == 2 and cli.main(["--help"]) == 0
-
-
-def test_unknown_subcommand_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["deploy-everything"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: esc-deploy: unknown subcommand 'deploy-everything'")
-
-
-def test_installed_entry_point_runs() -> None:
-    result = subprocess.run([sys.executable, "-m", "esc_deploy", "upscale", "--help"],
-                            capture_output=True, text=True, cwd=REPO, timeout=120)  # fmt: skip
-    assert result.returncode == 0 and "--backend {torch,onnxruntime,tensorrt}" in result.stdout
 
 
 def test_torch_and_onnxruntime_agree_on_a_tiled_folder(photos: Path, real_onnx: Path, tmp_path: Path) -> None:
