@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from esc_deploy.validation.bench import cli as benchmark
+from esc_deploy.validation.bench.prepare import Prepared
 from esc_deploy.validation.bench.suite import (
     PAPER_OUTPUT,
     BenchmarkOptions,
-    Prepared,
     format_size,
     measure,
     skip_reason,
@@ -117,10 +117,10 @@ def _assert_ready_waits(prepared: Prepared) -> None:
 @pytest.mark.cuda
 def test_eager_cuda_ready_waits_for_the_kernels() -> None:
     import esc
-    from esc_deploy.validation.bench.suite import _prepare_eager
+    from esc_deploy.validation.bench.prepare import prepare_eager
 
     model = esc.load_model(GOLDEN_DIR / "tiny_x2.pth")
-    _assert_ready_waits(_prepare_eager(model, "eager-sdpa", "fp32", "cuda", (1, 3, 32, 32), "off"))
+    _assert_ready_waits(prepare_eager(model, "eager-sdpa", "fp32", "cuda", (1, 3, 32, 32), "off"))
 
 
 @pytest.mark.tensorrt
@@ -128,12 +128,12 @@ def test_tensorrt_ready_waits_for_the_engine(tmp_path: Path) -> None:
     import torch
 
     import esc
-    from esc_deploy.validation.bench.suite import _prepare_tensorrt
+    from esc_deploy.validation.bench.prepare import prepare_tensorrt
 
     reason = skip_reason("tensorrt", "cuda")  # the plugin library not built
     if reason:
         pytest.skip(reason)
     options = BenchmarkOptions(backends=("tensorrt",), scales=(4,), dtypes=("fp32",), device="cuda", work_dir=tmp_path)
-    prepared = _prepare_tensorrt(esc.load_model(CHECKPOINT), "fp32", (1, 3, 24, 32), options)
+    prepared = prepare_tensorrt(esc.load_model(CHECKPOINT), "fp32", (1, 3, 24, 32), options)
     assert prepared.fn().device == torch.device("cuda", torch.cuda.current_device())
     _assert_ready_waits(prepared)

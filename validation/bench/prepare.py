@@ -1,0 +1,150 @@
+"""One benchmark case made runnable per backend: the call, and the step that waits for its output.
+
+A run is ``ready(fn())``: CUDA launches (eager torch, TensorRT's enqueue) return before their kernels
+finish, so every backend names how its output becomes ready, and the timer times both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from esc_deploy.export.precision import Precision
+
+if TYPE_CHECKING:
+    import torch
+
+    from esc.models import ESCBase
+    from esc_deploy.validation.accuracy.fp16 import Fp16Context
+    from esc_deploy.validation.backends import Graph
+    from esc_deploy.validation.bench.suite import BenchmarkOptions
+
+Device = Literal["cuda", "cpu"]
+Fn = Callable[[], Any]
+Ready = Callable[[Any], None]  # given fn's output, returns once that output is ready
+
+
+def host_ready(_output: Any) -> None:
+    """For calls that return finished outputs: eager torch on the CPU, ONNX Runtime (numpy outputs)."""
+
+
+def cuda_ready(device: torch.device) -> Ready:
+    """Waits for every stream of ``device``: its launches (eager torch, TensorRT's enqueue) are asynchronous."""
+    import torch
+
+    def ready(_output: Any) -> None:
+        torch.cuda.synchronize(device)
+
+    return ready
+
+
+@dataclass
+class Prepared:
+    fn: Fn
+    ready: Ready  # required, so that no backend is timed without its readiness step
+    memory_kind: str
+    detail: str
+    fixed_memory_mib: float | None = None  # TensorRT: the engine's device memory
+
+
+_FP16_CONTEXTS: dict[tuple[str, str], Fp16Context] = {}
+
+
+def fp16_context(model: ESCBase, calibration: str) -> Fp16Context:
+    """The fp16 rule's calibration of ``model``, made once per model and choice (as in a parity run)."""
+    from esc_deploy.export.onnx_graph.calibration_set import calibration_for
+    from esc_deploy.validation.accuracy.fp16 import Fp16Context
+    from esc_deploy.validation.backends import model_fingerprint
+
+    key = (model_fingerprint(model), calibration)
+    if key not in _FP16_CONTEXTS:
+        _FP16_CONTEXTS[key] = Fp16Context(model, calibration_for(calibration, model.config), calibration)
+    return _FP16_CONTEXTS[key]
+
+
+def prepare_eager(
+    model: ESCBase, backend: str, dtype: Precision, device: Device, shape: tuple[int, ...], calibration: str
+) -> Prepared:
+    import copy
+
+    import torch
+
+    torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
+    if dtype == "fp16":
+        net = fp16_context(model, calibration).mixed_model()[0].to(device).eval()
+    else:
+        net = copy.deepcopy(model).to(device, torch_dtype).eval()
+    net.set_attention(backend.removeprefix("eager-"))
+    x = torch.rand(shape, device=device, dtype=torch_dtype)
+
+    def fn() -> Any:
+        with torch.inference_mode():
+            return net(x)
+
+    ready = cuda_ready(x.device) if device == "cuda" else host_ready
+    kind = "torch.cuda.max_memory_allocated" if device == "cuda" else ""
+    return Prepared(fn, ready, kind, f"eager torch {torch.__version__}, attention {backend.removeprefix('eager-')}")
+
+
+def prepare_onnxruntime(
+    model: ESCBase,
+    dtype: Precision,
+    device: Device,
+    shape: tuple[int, ...],
+    calibration: str,
+    *,
+    graph_kind: Graph = "native",
+) -> Prepared:
+    import numpy as np
+    import onnxruntime as ort
+
+    from esc_deploy.export.onnx_graph.ort_session import ort_session
+    from esc_deploy.validation.backends import export_graphs
+
+    proto = export_graphs(model, [graph_kind])[graph_kind]
+    if dtype == "fp16":
+        proto = fp16_context(model, calibration).mixed_graph(graph_kind, proto)
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    session = ort_session(proto, providers=providers, arena=True)  # timed: the arena's reuse is part of its speed
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    name = session.get_inputs()[0].name
+
+    def fn() -> Any:
+        # Synchronous, the CUDA provider too: run() returns numpy arrays, copied to the host when done.
+        return session.run(None, {name: x})
+
+    graph = f"{graph_kind} graph" + (", mixed fp16" if dtype == "fp16" else "")
+    detail = f"ONNX Runtime {ort.__version__} ({', '.join(session.get_providers())}), {graph}"
+    return Prepared(fn, host_ready, "", detail)
+
+
+def prepare_tensorrt(model: ESCBase, dtype: Precision, shape: tuple[int, ...], options: BenchmarkOptions) -> Prepared:
+    import torch
+
+    from esc_deploy.export.shape_profile import ShapeProfile
+    from esc_deploy.export.trt.from_graph import build_engine_from_graph
+    from esc_deploy.serving.engine_runner import EngineRunner
+    from esc_deploy.validation.backends import export_graphs
+
+    b, c, h, w = shape
+    static = (b, c, h, w)
+    built = build_engine_from_graph(
+        export_graphs(model, ["plugin"])["plugin"],
+        onnx_path=options.work_dir / f"benchmark_x{model.config.scale}.onnx",
+        engine=options.work_dir / f"benchmark_x{model.config.scale}_{dtype}_{h}x{w}.engine",
+        profile=ShapeProfile(static, static, static),
+        precision=dtype,
+        plugin=options.plugin,
+        calibration=options.calibration,
+    )
+    # --device cuda is the current CUDA device: the one the engine was built on and measure()'s events use.
+    runner = EngineRunner(built.engine, plugin=options.plugin, device=torch.cuda.current_device())
+    x = torch.rand(shape, device=runner.device)
+
+    def fn() -> Any:
+        return runner(x)  # enqueued on the current stream; returns before the engine has run
+
+    memory = runner.device_memory_bytes / 2**20
+    kind = "TensorRT engine device memory (one context)"
+    return Prepared(fn, cuda_ready(runner.device), kind, runner.describe(), fixed_memory_mib=memory)
