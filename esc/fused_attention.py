@@ -45,18 +45,15 @@ _DTYPE_CODES = {torch.float32: 0, torch.float16: 1}
 
 
 def kernel_source_dir() -> Path:
-    """The plugin's sources, ``engines/plugin``: package data of ``esc_deploy`` (a link to the folder in a checkout).
-
-    Found through the installed package, so a wheel compiles the same sources as a checkout does."""
-    from importlib.resources import files
-
-    folder = Path(str(files("esc_deploy") / "engines" / "plugin"))
+    """The kernel's sources: ``esc/kernel_sources``, package data of ``esc`` (a link to engines/plugin in a
+    checkout), so that an installed wheel compiles the same files as a checkout does."""
+    folder = Path(__file__).with_name("kernel_sources")
     missing = [name for name in _SOURCES if not (folder / name).is_file()]
     if missing:
         raise RuntimeError(
-            f"expected the kernel sources {', '.join(missing)} in {folder}: install the esc-deploy package "
-            "(pip install esc-deploy, or pip install -e . in a checkout); otherwise build "
-            f"libesc_window_attention.so with engines/plugin/CMakeLists.txt and set {LIBRARY_ENV} to its path"
+            f"expected the kernel sources {', '.join(missing)} in {folder}: reinstall esc-deploy (or pip install -e . "
+            f"in a checkout); otherwise build libesc_window_attention.so with engines/plugin/CMakeLists.txt and "
+            f"set {LIBRARY_ENV} to its path"
         )
     return folder
 

@@ -1,5 +1,5 @@
 """The wheel: two import names (esc, esc_deploy), the stage folders inside esc_deploy, the kernel sources as
-package data, and default outputs under the working directory rather than inside site-packages.
+esc's package data, and default outputs under the working directory rather than inside site-packages.
 
 Built from a copy of the checkout with the project's own setuptools backend and installed with pip into a
 folder that a fresh interpreter imports from, outside any checkout.
@@ -19,14 +19,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "esc", "esc_deploy", "export", "serving", "validation", "engines")
-FOLDERS = ("export", "serving", "validation", "engines")
+FOLDERS = ("export", "serving", "validation")
 
 PROBE = r"""
 import importlib, json, pkgutil, sys
 from pathlib import Path
 import esc, esc_deploy
 from esc.fused_attention import kernel_source_dir
-from esc_deploy.common.defaults import OUTPUT_DIR
+from esc_deploy.common.defaults import DOCS_DIR, OUTPUT_DIR
+from esc_deploy.validation.kernel.sass import KERNEL_SOURCE
 failed = {}
 for module in pkgutil.walk_packages(esc_deploy.__path__, "esc_deploy."):
     if module.name.endswith("__main__") or module.name.endswith("python_model"):  # python_model runs in Triton
@@ -36,7 +37,8 @@ for module in pkgutil.walk_packages(esc_deploy.__path__, "esc_deploy."):
     except Exception as exc:
         failed[module.name] = repr(exc)
 print(json.dumps({"esc": esc.__file__, "esc_deploy": esc_deploy.__file__, "kernel": str(kernel_source_dir()),
-                  "output_dir": str(OUTPUT_DIR), "failed": failed,
+                  "output_dir": str(OUTPUT_DIR), "docs_dir": str(DOCS_DIR), "failed": failed,
+                  "sass_source": str(KERNEL_SOURCE),
                   "imported": sorted(m for m in sys.modules if m.startswith("esc_deploy."))}))
 """
 
@@ -76,8 +78,8 @@ def test_every_package_of_the_checkout_is_in_the_wheel(installed: tuple[Path, Pa
     wheel, _ = installed
     with zipfile.ZipFile(wheel) as archive:
         packed = {name for name in archive.namelist() if name.endswith(".py")}
-    expected = {f"esc/{p.relative_to(REPO / 'esc').as_posix()}" for p in (REPO / "esc").rglob("*.py")}
-    for folder in ("esc_deploy", *FOLDERS[:-1]):
+    expected = {f"esc/{p.relative_to(REPO / 'esc').as_posix()}" for p in (REPO / "esc").glob("*.py")}
+    for folder in ("esc_deploy", *FOLDERS):
         prefix = "esc_deploy" if folder == "esc_deploy" else f"esc_deploy/{folder}"
         expected |= {f"{prefix}/{p.relative_to(REPO / folder).as_posix()}" for p in (REPO / folder).rglob("*.py")}
     assert {name for name in expected if "__pycache__" not in name} - packed == set()
@@ -96,10 +98,13 @@ def test_installed_package_imports_and_finds_its_kernel_sources(installed: tuple
     assert facts["failed"] == {}
     assert "esc_deploy.export.trt.build" in facts["imported"] and "esc_deploy.serving.client.cli" in facts["imported"]
     kernel = Path(facts["kernel"])
-    assert kernel == target / "esc_deploy" / "engines" / "plugin"
-    for source in (REPO / "engines" / "plugin").glob("*.cu*"):
-        assert (kernel / source.name).read_bytes() == source.read_bytes()
+    assert kernel == target / "esc" / "kernel_sources" and not kernel.is_symlink()
+    for source in (REPO / "engines" / "plugin").glob("escWindowAttention*"):
+        if source.suffix in (".cu", ".cuh", ".h"):
+            assert (kernel / source.name).read_bytes() == source.read_bytes()
+    assert Path(facts["sass_source"]) == kernel / "escWindowAttentionKernel.cu"
     assert Path(facts["output_dir"]) == tmp_path / "build"  # not inside site-packages
+    assert Path(facts["docs_dir"]) == tmp_path / "docs"
 
 
 def test_installed_command_line_runs(installed: tuple[Path, Path], tmp_path: Path) -> None:

@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from esc.models import ESCBase
 
-# The source checkout this module sits in; the tools that write docs/ (benchmarks, reports) run only there.
+# The source checkout this module sits in, if it sits in one (an installed wheel has none).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
-# Every default output (ONNX files, engines, their sidecars) goes under an ignored build/ folder: the
-# checkout's, or the working directory's for an installed package. engines/ holds sources only.
-OUTPUT_DIR = (REPO_ROOT if IN_CHECKOUT else Path.cwd()) / "build"
+# Where default outputs go: the checkout, or the working directory for an installed package.
+PROJECT_DIR = REPO_ROOT if IN_CHECKOUT else Path.cwd()
+# Every default output (ONNX files, engines, their sidecars) goes under an ignored build/ folder;
+# engines/ holds sources only.
+OUTPUT_DIR = PROJECT_DIR / "build"
+# The reports the benchmarks rewrite (docs/benchmarks.md, docs/serving.md, ...).
+DOCS_DIR = PROJECT_DIR / "docs"
 
 DEFAULT_PRESET = "esc-light"
 DEFAULT_SCALE = 4

@@ -1,8 +1,8 @@
 """Every option of an engine build, in one frozen dataclass (after vs-mlrt's `scripts/vsmlrt.py`).
 
-The same object drives the builder configuration (`engine_build`), the trtexec line
-(`engine_trtexec`), the engine's default file name and cache key, and the sidecar JSON
-(`engine_sidecar`). Each field says in its metadata what it is:
+The same object drives the builder configuration (`trt.build`), the trtexec line
+(`trt.trtexec`), the engine's default file name and cache key, and the sidecar JSON
+(`trt.sidecar`). Each field says in its metadata what it is:
 
 - ``setting``: changes the engine's bytes; its value goes into the cache key and the sidecar as is.
 - ``identity``: a file whose content changes the engine; the key and sidecar hold its sha256.
@@ -10,7 +10,7 @@ The same object drives the builder configuration (`engine_build`), the trtexec l
 - ``choice``: picks the runtime or the target; the key and sidecar hold what it resolved to (flavour and
   version, GPU or compute capabilities), not the choice itself.
 
-Adding an option means adding a field here (with its kind) and a flag in `engine_cli`; the key and the
+Adding an option means adding a field here (with its kind) and a flag in `trt.cli`; the key and the
 sidecar pick it up without further edits.
 """
 

@@ -11,7 +11,6 @@ from esc_deploy.export.shape_profile import (
     format_shape,
     parse_shape,
 )
-from esc_deploy.serving.engine_runner import profile_from_dims
 
 PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 360, 640), (2, 3, 1080, 1920))
 
@@ -96,11 +95,3 @@ def test_shape_outside_profile(shape: tuple[int, ...], message: str) -> None:
 def test_shape_wrong_rank() -> None:
     with pytest.raises(ShapeOutsideProfileError, match="4 dims"):
         check_shape_in_profile((3, 64, 64), PROFILE)
-
-
-def test_profile_from_engine_dims() -> None:
-    assert profile_from_dims([[1, 3, 64, 64], (1, 3, 360, 640), (2, 3, 1080, 1920)]) == PROFILE
-    with pytest.raises(ValueError, match=r"\[min, opt, max\]"):
-        profile_from_dims([[1, 3, 64, 64]])
-    with pytest.raises(ValueError, match="NCHW"):
-        profile_from_dims([[1, 3, 64], [1, 3, 64], [1, 3, 64]])

@@ -1,7 +1,7 @@
 """serving/triton_client.py without a server: arguments, image I/O, model limits, the tiling driver.
 
 No Triton server is faked: the driver is run with a local upscaler (nearest neighbour), and the only
-network test points the CLI at a port where nothing listens. The real server: test_triton_server.py.
+network test points the CLI at a port where nothing listens. The real server: test_local_server.py.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ Exit code: 0 when every backend that ran passed, 1 when one failed (or none ran)
 Thresholds: THRESHOLDS in validation/accuracy/stats.py. Every fp16 backend keeps in float32 what the
 calibrated fp16 rule (esc/fp16.py) says, on the same calibration set (--calibration); an fp16 backend
 that still fails gets a line naming the first value that overflows fp16 and the command to calibrate.
-The library is validation/accuracy/suite.py (runners: parity_runners.py, comparators: parity_stats.py).
+The library is validation/accuracy/suite.py (runners: validation/backends.py, comparators:
+validation/accuracy/stats.py).
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from esc_deploy.common.command import ArgumentParser, fail, quiet_exporter_logs
+from esc_deploy.common.defaults import DOCS_DIR
 from esc_deploy.export.shape_profile import parse_side_pair
 
-DEFAULT_OUTPUT = Path("docs/fp16.md")
+DEFAULT_OUTPUT = DOCS_DIR / "fp16.md"
 SCALED_LAYER = "blocks.1.pconvs.2.aggr"
 
 

@@ -162,7 +162,7 @@ def run_parity(
     """Run every chosen backend on ``inputs`` and judge each against torch float32.
 
     ``graphs`` ({'plugin'|'native': fp32 ModelProto with name scopes}) replaces the export, e.g. to
-    check a given file or a deliberately broken one. ``thresholds`` replaces the table in parity_stats.
+    check a given file or a deliberately broken one. ``thresholds`` replaces the table in accuracy/stats.py.
     """
     from esc_deploy.validation.machine import machine_info
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from esc_deploy.common.command import ArgumentParser, fail
-from esc_deploy.common.defaults import DEFAULT_PLUGIN, REPO_ROOT
+from esc_deploy.common.defaults import DEFAULT_PLUGIN, DOCS_DIR, IN_CHECKOUT, REPO_ROOT
 from esc_deploy.common.files import atomic_write_text
 from esc_deploy.export.trt.options import EngineOptions
 
@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugin", type=Path, default=DEFAULT_PLUGIN, help="plugin built with 11.x headers")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--presets", default="esc-light,esc")
-    parser.add_argument("--report", type=Path, default=REPO_ROOT / "docs" / "engine_build.md")
+    parser.add_argument("--report", type=Path, default=DOCS_DIR / "engine_build.md")
     args = parser.parse_args(argv)
+    if not IN_CHECKOUT:
+        fail("engine_build_cost.py times the checkout's export/to_onnx.py and export/build_engine.py: run it in one")
     if not args.plugin.is_file():
         from esc_deploy.export.trt.plugin import BUILD_PLUGIN_HINT
 

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from esc_deploy.common.command import error
-from esc_deploy.common.defaults import DEFAULT_ONNX, REPO_ROOT
+from esc_deploy.common.defaults import DEFAULT_ONNX, DOCS_DIR
 
 BEGIN = "<!-- triton_bench: begin (written by validation/triton_bench.py) -->"
 END = "<!-- triton_bench: end -->"
-DEFAULT_REPORT = REPO_ROOT / "docs" / "serving.md"
+DEFAULT_REPORT = DOCS_DIR / "serving.md"
 
 
 @dataclass(frozen=True)
@@ -138,10 +138,11 @@ def ensure_onnx(path: Path) -> Path:
         return path
     if path != DEFAULT_ONNX:
         raise ValueError(f"ONNX file {path} not found: export it with `python export/to_onnx.py`")
-    from esc_deploy.export.onnx_graph.cli import main as export_main
+    from esc_deploy.common.defaults import default_model
+    from esc_deploy.export.onnx_graph.exporter import export_onnx
 
     print(f"exporting the default model to {path}", flush=True)
-    export_main(["--output", str(path)])
+    export_onnx(default_model(), path)
     return path
 
 

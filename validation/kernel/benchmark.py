@@ -28,10 +28,11 @@ import torch
 from torch import Tensor
 
 from esc_deploy.common.command import ArgumentParser, error
+from esc_deploy.common.defaults import DOCS_DIR
 from esc_deploy.common.files import atomic_write_text
 from esc_deploy.validation.machine import nvidia_driver
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+DEFAULT_OUTPUT = DOCS_DIR / "benchmarks.md"
 BACKENDS = ("fused", "flex", "sdpa")
 
 

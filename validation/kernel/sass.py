@@ -28,6 +28,7 @@ Exits 2 with one line where nvcc or nvdisasm is missing.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import math
 import re
@@ -41,8 +42,9 @@ from pathlib import Path
 
 from esc_deploy.common.command import ArgumentParser, fail
 
-ROOT = Path(__file__).resolve().parents[2]
-PLUGIN_DIR = ROOT / "engines" / "plugin"
+# The sources the fused backend compiles: esc's package data (esc.fused_attention.kernel_source_dir), found
+# without importing esc (and torch); a link to engines/plugin in a checkout.
+PLUGIN_DIR = Path(str(importlib.util.find_spec("esc").origin)).with_name("kernel_sources")  # type: ignore[union-attr]
 KERNEL_SOURCE = PLUGIN_DIR / "escWindowAttentionKernel.cu"
 ARCHS = ("90", "80")
 HEAD_SIZE = 16  # ESC: dim 64, 4 heads

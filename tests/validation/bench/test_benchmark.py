@@ -22,7 +22,9 @@ from esc_deploy.validation.bench.suite import (
 )
 from tests.conftest import GOLDEN_DIR
 
-CHECKPOINT = GOLDEN_DIR / "real_x4.pth"  # shares its ONNX export with test_parity_run in one pytest process
+CHECKPOINT = (
+    GOLDEN_DIR / "real_x4.pth"
+)  # shares its ONNX export with tests/validation/accuracy/test_run.py in one pytest process
 DELAY_S = 0.2
 SPIN_CYCLES = 2_000_000_000  # torch.cuda._sleep: about a second of GPU clock cycles
 
