@@ -115,27 +115,22 @@ def resolve_target(runtime: TrtRuntime, requested: tuple[str, ...] | None) -> Bu
 
 @dataclass(frozen=True)
 class PlannedEngine:
-    """Where a build writes its engine, and the cache key that names it."""
+    """Where a build writes its engine, and the hashes that name it."""
 
     path: Path
     cache_key: str
     identities: dict[str, str | None]
-
-    @property
-    def onnx_sha256(self) -> str:
-        sha = self.identities["onnx"]
-        assert sha is not None  # the onnx field is a Path, never None
-        return sha
+    onnx_sha256: str
 
 
 def plan_engine(options: EngineOptions, runtime: TrtRuntime, target: BuildTarget) -> PlannedEngine:
     """The engine path of a build with these options on this runtime and target (also what --print-trtexec prints)."""
     identities = identity_hashes(options)
-    runtime_id = f"{runtime.flavour.value} {runtime.version_text}"
-    key = cache_key(options.settings(), identities, runtime_id, target.slug)
-    sha = identities["onnx"]
-    assert sha is not None
-    return PlannedEngine(engine_path(options, sha, key, runtime.tag, target.slug), key, identities)
+    key = cache_key(options.settings(), identities, f"{runtime.flavour.value} {runtime.version_text}", target.slug)
+    onnx_sha = identities["onnx"]
+    assert onnx_sha is not None  # the onnx field is a Path, never None
+    path = engine_path(options, onnx_sha, key, runtime.tag, target.slug)
+    return PlannedEngine(path, key, identities, onnx_sha)
 
 
 def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResult:
