@@ -24,38 +24,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-LIBRARY_ENV = "ESC_KERNEL_LIBRARY"
+from esc.kernel_files import KERNEL_SOURCES, LIBRARY_ENV, kernel_source_dir
+
 HEAD_SIZES = (16, 32)
 MIN_WINDOW_SIZE = 8
 MAX_WINDOW_SIZE = 64
 
-# The .cu first (the one compiled); every file it includes, so that an edit to any of them rebuilds the cache.
-_SOURCES = (
-    "escWindowAttentionKernel.cu",
-    "escWindowAttentionKernel.h",
-    "escWindowAttentionPlan.h",
-    "escDevicePrimitives.cuh",
-    "escWindowAttentionCommon.cuh",
-    "escWindowAttentionSimt.cuh",
-    "escWindowAttentionMma.cuh",
-)
 _NVCC_FLAGS = ("-std=c++17", "-O3", "-shared", "-Xcompiler", "-fPIC", "-cudart", "static")
 # EscDataType in escWindowAttentionKernel.h.
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1}
-
-
-def kernel_source_dir() -> Path:
-    """The kernel's sources: ``esc/kernel_sources``, package data of ``esc`` (a link to engines/plugin in a
-    checkout), so that an installed wheel compiles the same files as a checkout does."""
-    folder = Path(__file__).with_name("kernel_sources")
-    missing = [name for name in _SOURCES if not (folder / name).is_file()]
-    if missing:
-        raise RuntimeError(
-            f"expected the kernel sources {', '.join(missing)} in {folder}: reinstall esc-deploy (or pip install -e . "
-            f"in a checkout); otherwise build libesc_window_attention.so with engines/plugin/CMakeLists.txt and "
-            f"set {LIBRARY_ENV} to its path"
-        )
-    return folder
 
 
 def _find_nvcc() -> str:
@@ -85,7 +62,7 @@ def compile_kernel_library(capability: tuple[int, int], cache_dir: Path | None =
     flags = [*_NVCC_FLAGS, "-gencode", f"arch=compute_{arch},code=sm_{arch}"]
     version = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False).stdout
     digest = hashlib.sha256()
-    for name in _SOURCES:
+    for name in KERNEL_SOURCES:
         digest.update((sources / name).read_bytes())
     digest.update("\0".join([nvcc, version, *flags]).encode())
     folder = cache_dir or _cache_dir()
@@ -95,7 +72,7 @@ def compile_kernel_library(capability: tuple[int, int], cache_dir: Path | None =
     folder.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(prefix=target.stem, suffix=".so.partial", dir=folder)
     os.close(fd)
-    command = [nvcc, *flags, "-o", partial, str(sources / _SOURCES[0])]
+    command = [nvcc, *flags, "-o", partial, str(sources / KERNEL_SOURCES[0])]
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:

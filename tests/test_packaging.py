@@ -25,9 +25,8 @@ PROBE = r"""
 import importlib, json, pkgutil, sys
 from pathlib import Path
 import esc, esc_deploy
-from esc.fused_attention import kernel_source_dir
+from esc.kernel_files import kernel_source_dir
 from esc_deploy.common.defaults import DOCS_DIR, OUTPUT_DIR
-from esc_deploy.validation.kernel.sass import KERNEL_SOURCE
 failed = {}
 for module in pkgutil.walk_packages(esc_deploy.__path__, "esc_deploy."):
     if module.name.endswith("__main__") or module.name.endswith("python_model"):  # python_model runs in Triton
@@ -38,7 +37,6 @@ for module in pkgutil.walk_packages(esc_deploy.__path__, "esc_deploy."):
         failed[module.name] = repr(exc)
 print(json.dumps({"esc": esc.__file__, "esc_deploy": esc_deploy.__file__, "kernel": str(kernel_source_dir()),
                   "output_dir": str(OUTPUT_DIR), "docs_dir": str(DOCS_DIR), "failed": failed,
-                  "sass_source": str(KERNEL_SOURCE),
                   "imported": sorted(m for m in sys.modules if m.startswith("esc_deploy."))}))
 """
 
@@ -102,7 +100,6 @@ def test_installed_package_imports_and_finds_its_kernel_sources(installed: tuple
     for source in (REPO / "engines" / "plugin").glob("escWindowAttention*"):
         if source.suffix in (".cu", ".cuh", ".h"):
             assert (kernel / source.name).read_bytes() == source.read_bytes()
-    assert Path(facts["sass_source"]) == kernel / "escWindowAttentionKernel.cu"
     assert Path(facts["output_dir"]) == tmp_path / "build"  # not inside site-packages
     assert Path(facts["docs_dir"]) == tmp_path / "docs"
 

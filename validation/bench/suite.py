@@ -178,7 +178,7 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
             what = "this project's CUDA kernel"
         return f"needs a CUDA device: {what}"
     if backend == "eager-fused":
-        from esc.fused_attention import LIBRARY_ENV
+        from esc.kernel_files import LIBRARY_ENV
 
         cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
         if not (os.environ.get(LIBRARY_ENV) or shutil.which("nvcc") or (Path(cuda_home) / "bin" / "nvcc").is_file()):

@@ -28,7 +28,6 @@ Exits 2 with one line where nvcc or nvdisasm is missing.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import math
 import re
@@ -40,12 +39,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from esc.kernel_files import KERNEL_SOURCES, kernel_source_dir
 from esc_deploy.common.command import ArgumentParser, fail
 
-# The sources the fused backend compiles: esc's package data (esc.fused_attention.kernel_source_dir), found
-# without importing esc (and torch); a link to engines/plugin in a checkout.
-PLUGIN_DIR = Path(str(importlib.util.find_spec("esc").origin)).with_name("kernel_sources")  # type: ignore[union-attr]
-KERNEL_SOURCE = PLUGIN_DIR / "escWindowAttentionKernel.cu"
 ARCHS = ("90", "80")
 HEAD_SIZE = 16  # ESC: dim 64, 4 heads
 WINDOW = 32
@@ -168,7 +164,7 @@ def compile_cubin(arch: str, workdir: Path, defines: Sequence[str] = ()) -> tupl
     cubin = workdir / f"kernel_sm{arch}{'_'.join(('', *defines))}.cubin"
     command = [
         "nvcc", "-std=c++17", "-O3", "-cubin", f"-arch=sm_{arch}", "-Xptxas", "-v",
-        *(f"-D{define}" for define in defines), str(KERNEL_SOURCE), "-o", str(cubin),
+        *(f"-D{define}" for define in defines), str(kernel_source_dir() / KERNEL_SOURCES[0]), "-o", str(cubin),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -356,7 +352,7 @@ def reference_plans() -> dict[tuple[int, str], tuple[int, int, int, int]]:
         height, width = REFERENCE_MAP
         source.write_text(_PLAN_PROBE % {"height": height, "width": width, "window": WINDOW})
         binary = Path(tmp) / "probe"
-        command = ["nvcc", "-std=c++17", f"-I{PLUGIN_DIR}", str(source), "-o", str(binary)]
+        command = ["nvcc", "-std=c++17", f"-I{kernel_source_dir()}", str(source), "-o", str(binary)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")

@@ -1,0 +1,35 @@
+"""Where the fused kernel's CUDA sources are: ``esc/kernel_sources``, package data of ``esc`` (a link to
+engines/plugin in a checkout), so that an installed wheel compiles the same files as a checkout does.
+
+No torch here: the SASS tool (validation/kernel/sass.py) reads the same files without the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LIBRARY_ENV = "ESC_KERNEL_LIBRARY"  # a prebuilt libesc_window_attention.so instead of compiling these
+
+# The .cu first (the one compiled); every file it includes, so that an edit to any of them rebuilds the cache.
+KERNEL_SOURCES = (
+    "escWindowAttentionKernel.cu",
+    "escWindowAttentionKernel.h",
+    "escWindowAttentionPlan.h",
+    "escDevicePrimitives.cuh",
+    "escWindowAttentionCommon.cuh",
+    "escWindowAttentionSimt.cuh",
+    "escWindowAttentionMma.cuh",
+)
+
+
+def kernel_source_dir() -> Path:
+    """The folder holding KERNEL_SOURCES; RuntimeError (one line) where a file is missing."""
+    folder = Path(__file__).with_name("kernel_sources")
+    missing = [name for name in KERNEL_SOURCES if not (folder / name).is_file()]
+    if missing:
+        raise RuntimeError(
+            f"expected the kernel sources {', '.join(missing)} in {folder}: reinstall esc-deploy (or pip install -e . "
+            f"in a checkout); otherwise build libesc_window_attention.so with engines/plugin/CMakeLists.txt and "
+            f"set {LIBRARY_ENV} to its path"
+        )
+    return folder
