@@ -53,6 +53,14 @@ ESC_DEVICE void* sharedMemory()
     return escDynamicShared;
 }
 
+//! `v`, hidden from the optimiser: what derives from it is computed where it is used, not hoisted out of a loop
+//! into registers of its own (which would spill).
+ESC_DEVICE int32_t opaqueValue(int32_t v)
+{
+    asm volatile("" : "+r"(v));
+    return v;
+}
+
 template <typename T>
 ESC_DEVICE T loadReadOnly(T const* p)
 {

@@ -70,14 +70,13 @@ struct BlockWindow
 };
 
 template <typename T, int32_t kHeadSize>
-ESC_DEVICE BlockWindow<T> locateBlock(T const* qkv, T* out, WindowGeometry const& g)
+ESC_DEVICE BlockWindow<T> locateBlock(
+    T const* qkv, T* out, WindowGeometry const& g, int32_t x = blockX(), int32_t head = blockY(), int32_t batch = blockZ())
 {
-    int32_t const windowIndex = blockX() / g.queryBlocks;
-    int32_t const head = blockY();
-    int32_t const batch = blockZ();
+    int32_t const windowIndex = x / g.queryBlocks;
     int64_t const channels = static_cast<int64_t>(g.numHeads) * kHeadSize;
     T const* const q = qkv + (batch * 3 * channels + head * kHeadSize) * g.plane;
-    return BlockWindow<T>{blockX() % g.queryBlocks, head, (windowIndex / g.windowsX) * g.window,
+    return BlockWindow<T>{x % g.queryBlocks, head, (windowIndex / g.windowsX) * g.window,
         (windowIndex % g.windowsX) * g.window, q, q + channels * g.plane, q + 2 * channels * g.plane,
         out + (batch * channels + head * kHeadSize) * g.plane};
 }

@@ -176,11 +176,13 @@ ESC_DEVICE void mmaWindowAttention(
         }
         else
         {
-            __half const* const source = plane + static_cast<int64_t>(row) * g.width;
+            // Reflect about the last column: pixel col + i of the row is mirror - |col + i - (width - 1)|.
+            __half const* const mirror = plane + static_cast<int64_t>(row) * g.width + (g.width - 1);
+            int32_t const past = opaqueValue(col - (g.width - 1));
 #pragma unroll
             for (int32_t i = 0; i < kKeyGroup; ++i)
             {
-                destination[i] = loadReadOnly(source + reflectIndex(col + i, g.width));
+                destination[i] = loadReadOnly(mirror - abs(past + i));
             }
         }
     };
@@ -225,7 +227,8 @@ ESC_DEVICE void mmaWindowAttention(
 #pragma unroll
             for (int32_t i = 0; i < (kCopies + kFixedThreads - 1) / kFixedThreads; ++i)
             {
-                int32_t const e = tid + i * kFixedThreads;
+                // Windows 24 and 48: the copy's coordinates are recomputed per tile (held, they would spill).
+                int32_t const e = (kTileStartsRow ? tid : opaqueValue(tid)) + i * kFixedThreads;
                 if (kCopies % kFixedThreads == 0 || e < kCopies)
                 {
                     stageCopy(async, e, t, buffer);
@@ -399,9 +402,12 @@ ESC_DEVICE void mmaWindowAttention(
         return;
     }
     float const inverse[2] = {1.F / rowSum[0], 1.F / rowSum[2]}; // >= 1: the maximum contributes exp2(0)
-    // The block's place again, from the block index (cheaper than keeping it in registers through the loop).
-    BlockWindow<__half> const again = locateBlock<__half, kHeadSize>(qkv, out, g);
-    int32_t const outQuery = again.queryBlock * blockQueries + tid / 32 * Tiling::kWarpQueries + group;
+    // The block's and thread's place again, from indices hidden from the optimiser: cheaper than keeping the
+    // prologue's values through the loop (ptxas would spill them).
+    BlockWindow<__half> const again = locateBlock<__half, kHeadSize>(
+        qkv, out, g, opaqueValue(blockX()), opaqueValue(blockY()), opaqueValue(blockZ()));
+    int32_t const thread = opaqueValue(threadRank());
+    int32_t const outQuery = again.queryBlock * blockQueries + thread / 32 * Tiling::kWarpQueries + thread % 32 / 4;
 #pragma unroll
     for (int32_t r = 0; r < 2; ++r)
     {
@@ -419,7 +425,7 @@ ESC_DEVICE void mmaWindowAttention(
 #pragma unroll
             for (int32_t i = 2 * r; i < 2 * r + 2; ++i)
             {
-                int32_t const c = 8 * nt + 2 * quad + i % 2;
+                int32_t const c = 8 * nt + 2 * (thread % 4) + i % 2;
                 storeFloat(pixel + c * g.plane, acc[nt][i] * inverse[r]);
             }
         }

@@ -80,8 +80,8 @@ struct MmaTiling
     static constexpr int32_t kStageStride = kKeyTile + 8;
     static constexpr int32_t kStageHalves = 2 * kHeadSize * kStageStride; //!< K then V
     //! Resident blocks per SM asked of ptxas (__launch_bounds__): with 8 warps, 3 blocks cap registers at 80 per
-    //! thread; head size 16 fits with a few bytes of spill outside the cp.async main loop (2 blocks would take
-    //! about 105 registers and no spill; validation/kernel_sass.py reports the spill); head size 32 needs more.
+    //! thread, which head size 16 fits without spills (validation/kernel_sass.py and the build test check);
+    //! head size 32 needs more.
     static constexpr int32_t kMinBlocksPerSm = kHeadSize <= 16 ? 3 : 2;
 
     static constexpr std::size_t stagingBytes()

@@ -47,6 +47,7 @@ SHAPES: list[Shape] = [
     (2, 64, 2, 24, 48, 24),  # d=32, batch 2, 6 warps, cp.async
     (1, 16, 1, 40, 40, 40),  # d=16, a window without a kernel of its own (the general kernel), cp.async
     (1, 16, 1, 24, 56, 16),  # d=16, cp.async except the last window column (reflected)
+    (1, 16, 1, 48, 48, 48),  # d=16, ESC-XL's window by cp.async (its key tiles do not start window rows)
 ]
 # (qkv dtype, table dtype, tensor cores allowed): fp32 always runs the SIMT body; fp16 runs the tensor-core body
 # for window sizes that are multiples of 8 where the device has mma.sync (sm_80+), the SIMT body otherwise.

@@ -48,6 +48,8 @@ WINDOW = 32
 REFERENCE_MAP = (360, 640)  # (height, width) of the qkv map at a 1280x720 output, x2
 KEYS_PER_TILE = 64
 TILE_QUERIES = 16
+# The tensor-core body's slower staging path (the faster one copies 16 bytes at a time by cp.async).
+ELEMENT_PATH = "element loads: windows reflected at the right edge, maps whose width is not a multiple of 8"
 CLASSES = ("mma", "mufu", "memory", "integer", "other")
 SECTION_BEGIN = "<!-- kernel_sass: begin -->"
 SECTION_END = "<!-- kernel_sass: end -->"
@@ -109,7 +111,8 @@ class BodyReport:
     instructions_per_tile: dict[str, float]
     opcodes: dict[str, float] = field(default_factory=dict)
     nested_loops: list[str] = field(default_factory=list)
-    main_loops: int = 1
+    #: per-tile totals of every main loop (one per staging path), the counted (shortest) first
+    main_loop_totals: list[float] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -289,8 +292,9 @@ def estimate_trips(loop: Loop, instructions: Sequence[Instruction], threads: int
 
 def main_loop_counts(
     instructions: Sequence[Instruction], key_opcode: str, threads: int, key_loop_trips: float
-) -> tuple[dict[str, float], list[Loop], int]:
-    """Weighted opcode counts of one iteration of the main loop, its nested loops, and the number of candidates.
+) -> tuple[dict[str, float], list[Loop], list[float]]:
+    """Weighted opcode counts of one iteration of the main loop, its nested loops, and every candidate's total
+    (the counted, shortest one first).
     A nested loop that holds `key_opcode` (the SIMT body's chunk loop) runs `key_loop_trips` times."""
     loops = find_loops(instructions)
     holding = [
@@ -302,6 +306,7 @@ def main_loop_counts(
     if not candidates:
         raise RuntimeError(f"no loop holds a {key_opcode} instruction")
     best: tuple[dict[str, float], list[Loop]] | None = None
+    totals = []
     for main in candidates:
         nested = [loop for loop in loops if loop.inside(main)]
         for loop in nested:
@@ -314,10 +319,11 @@ def main_loop_counts(
             if main.contains(i.address):
                 weight = math.prod(loop.trips for loop in nested if loop.contains(i.address))
                 counts[i.opcode] = counts.get(i.opcode, 0.0) + weight
+        totals.append(sum(counts.values()))
         if best is None or sum(counts.values()) < sum(best[0].values()):
             best = (counts, nested)
     assert best is not None
-    return best[0], best[1], len(candidates)
+    return best[0], best[1], sorted(totals)
 
 
 def blocks_per_sm(arch: str, registers: int, threads: int, shared_bytes: int) -> int:
@@ -388,7 +394,7 @@ def analyse(arch: str, workdir: Path, defines: Sequence[str] = ()) -> dict[str, 
     for body, key_opcode in (("mma", "HMMA"), ("simt", "MUFU.EX2")):
         name = select_function(list(functions), body)
         threads, shared, per_thread, chunk = plans[(HEAD_SIZE, body)]
-        counts, nested, candidates = main_loop_counts(functions[name], key_opcode, threads, KEYS_PER_TILE / chunk)
+        counts, nested, totals = main_loop_counts(functions[name], key_opcode, threads, KEYS_PER_TILE / chunk)
         # One iteration of the main loop: 16 queries x 64 keys per warp (tensor cores); 32 * per_thread queries
         # x 64 keys per warp (SIMT).
         tiles = 1 if body == "mma" else 32 * per_thread / TILE_QUERIES
@@ -407,7 +413,7 @@ def analyse(arch: str, workdir: Path, defines: Sequence[str] = ()) -> dict[str, 
             nested_loops=[
                 f"{hex(loop.start)}-{hex(loop.end)}: {loop.trips:g} trips ({loop.trips_note})" for loop in nested
             ],
-            main_loops=candidates,
+            main_loop_totals=[total / tiles for total in totals],
         )
     return reports
 
@@ -444,8 +450,11 @@ def render(report: dict[str, dict[str, BodyReport]]) -> str:
             lines.append(f"- {arch} {body}: {top}")
             if r.nested_loops:
                 lines.append(f"  nested loops: {'; '.join(r.nested_loops)}")
-            if r.main_loops > 1:
-                lines.append(f"  {r.main_loops} main loops (staging paths); counted: the shortest")
+            if len(r.main_loop_totals) > 1:
+                others = ", ".join(f"{total:.0f}" for total in r.main_loop_totals[1:])
+                note = f" ({ELEMENT_PATH})" if body == "mma" else ""
+                count = len(r.main_loop_totals)
+                lines.append(f"  {count} main loops (staging paths); counted: the shortest; the other: {others}{note}")
     return "\n".join(lines)
 
 

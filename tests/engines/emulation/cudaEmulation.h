@@ -410,6 +410,12 @@ inline void* sharedMemory()
     return EmulatedBlock::current().shared();
 }
 
+//! An optimisation barrier on the GPU (the value is unchanged); nothing to hide from the host compiler.
+inline int32_t opaqueValue(int32_t v)
+{
+    return v;
+}
+
 template <typename T>
 inline T loadReadOnly(T const* p)
 {
