@@ -1,12 +1,12 @@
 """python validation/benchmark.py [--backends LIST] [--output-size 1280x720] [--scale 2,4] [--dtype fp16,fp32]
-[--runs N] [--warmup N] [--device cuda|cpu] [--checkpoint PATH] [--report-dir DIR]
+[--runs N] [--warmup N] [--threads N] [--device cuda|cpu] [--checkpoint PATH] [--report-dir DIR]
 
 Latency and peak memory of ESC per backend (eager-naive, eager-sdpa, eager-flex, eager-fused,
-onnxruntime, onnxruntime-plugin, tensorrt), the paper's protocol on a GPU: 1280x720 output, warm-up,
-CUDA events, median of 100 runs, torch.cuda.max_memory_allocated (TensorRT: the engine's device
-memory). Without a GPU it
-runs in CPU mode (perf_counter, peak RSS); lower --runs there. Backends that cannot run are listed as
-"skipped: reason". Writes benchmark.json, benchmark.md and benchmark.png; prints the table.
+onnxruntime, onnxruntime-plugin, onnxruntime-opset23, tensorrt), the paper's protocol on a GPU: 1280x720
+output, warm-up, CUDA events, median of 100 runs, torch.cuda.max_memory_allocated (TensorRT: the
+engine's device memory). Without a GPU it runs in CPU mode (perf_counter, peak RSS); lower --runs
+there. Backends that cannot run are listed as "skipped: reason". Writes benchmark.json, benchmark.md
+and benchmark.png; prints the table.
 
 Exit code: 0 when every case that could run ran, 1 when one raised, 2 on a usage error.
 """
@@ -40,6 +40,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--dtype", default=",".join(d.dtypes), help="comma-separated: fp16, fp32 (default %(default)s)")
     parser.add_argument("--runs", type=int, default=d.runs, help="timed runs (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs first (default %(default)s)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads of torch and ONNX Runtime (default: each library's own)")  # fmt: skip
     parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available, else cpu")
     parser.add_argument("--preset", default=d.preset, help="model preset (default %(default)s)")
     parser.add_argument("--checkpoint", type=Path, help="official checkpoint instead of the preset")
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             dtypes=tuple(_csv(args.dtype)),  # type: ignore[arg-type]  # checked in __post_init__
             runs=args.runs,
             warmup=args.warmup,
+            threads=args.threads,
             device=device,
             preset=args.preset,
             checkpoint=args.checkpoint,

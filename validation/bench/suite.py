@@ -12,7 +12,8 @@ Timing rule: a run is ``ready(fn())``, the backend's call and the step that wait
 
 Backends: eager-naive, eager-sdpa, eager-flex (compiled FlexAttention: the paper's eager model),
 eager-fused (this project's kernel), onnxruntime (the native graph; mixed fp16 for fp16),
-onnxruntime-plugin (the default export: ONNX Runtime runs the plugin node's function body), tensorrt.
+onnxruntime-plugin (the default export: ONNX Runtime runs the plugin node's function body),
+onnxruntime-opset23 (the native graph at opset 23: one standard Attention node each), tensorrt.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from esc_deploy.common.defaults import DEFAULT_PLUGIN, DEFAULT_PRESET, DEFAULT_S
 from esc_deploy.export.precision import Precision, as_precision
 from esc_deploy.validation.bench.memory import CpuPeakMemory, vm_rss_kib
 from esc_deploy.validation.bench.prepare import (
+    ORT_GRAPHS,
     Device,
     Prepared,
     prepare_eager,
@@ -39,9 +41,15 @@ from esc_deploy.validation.bench.prepare import (
 
 if TYPE_CHECKING:
     from esc.models import ESCBase
-    from esc_deploy.validation.backends import Graph
 
-BACKENDS = ("eager-naive", "eager-sdpa", "eager-flex", "eager-fused", "onnxruntime", "onnxruntime-plugin", "tensorrt")
+BACKENDS = (
+    "eager-naive",
+    "eager-sdpa",
+    "eager-flex",
+    "eager-fused",
+    *ORT_GRAPHS,  # onnxruntime, onnxruntime-plugin, onnxruntime-opset23
+    "tensorrt",
+)
 PAPER_RUNS = 100
 PAPER_OUTPUT = (720, 1280)  # (height, width): the paper's 1280x720
 
@@ -57,6 +65,7 @@ class BenchmarkOptions:
     runs: int = PAPER_RUNS
     warmup: int = 10
     device: Device = "cpu"
+    threads: int | None = None  # CPU threads of torch and ONNX Runtime (None: each library's default)
     preset: str = DEFAULT_PRESET
     checkpoint: Path | None = None
     plugin: Path = DEFAULT_PLUGIN
@@ -70,6 +79,8 @@ class BenchmarkOptions:
             raise ValueError(f"unknown backends {unknown}; expected some of {', '.join(BACKENDS)}")
         if self.runs < 1 or self.warmup < 0:
             raise ValueError(f"expected runs >= 1 and warmup >= 0, found {self.runs} and {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads: expected a positive integer, found {self.threads}")
         from esc_deploy.export.onnx_graph.calibration_set import check_calibration_choice
 
         check_calibration_choice(self.calibration)
@@ -183,7 +194,7 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
         cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
         if not (os.environ.get(LIBRARY_ENV) or shutil.which("nvcc") or (Path(cuda_home) / "bin" / "nvcc").is_file()):
             return f"needs nvcc to compile the fused kernel, or {LIBRARY_ENV} naming a prebuilt library"
-    if backend in ("onnxruntime", "onnxruntime-plugin"):
+    if backend in ORT_GRAPHS:
         if importlib.util.find_spec("onnxruntime") is None:
             return "onnxruntime is not installed"
         if device == "cuda":
@@ -269,10 +280,15 @@ def run_case(
     try:
         if backend.startswith("eager-"):
             prepared = prepare_eager(model, backend, dtype, options.device, shape, options.calibration)
-        elif backend in ("onnxruntime", "onnxruntime-plugin"):
-            graph_kind: Graph = "plugin" if backend == "onnxruntime-plugin" else "native"
+        elif backend in ORT_GRAPHS:
             prepared = prepare_onnxruntime(
-                model, dtype, options.device, shape, options.calibration, graph_kind=graph_kind
+                model,
+                dtype,
+                options.device,
+                shape,
+                options.calibration,
+                graph=ORT_GRAPHS[backend],
+                threads=options.threads,
             )
         else:
             prepared = prepare_tensorrt(model, dtype, shape, options)
@@ -308,6 +324,10 @@ def run_benchmark(
 ) -> list[CaseResult]:
     """Every (scale, dtype, backend) case, in that order."""
     models = models if models is not None else build_models(options)
+    if options.threads is not None:
+        import torch
+
+        torch.set_num_threads(options.threads)  # the process's; ONNX Runtime's sessions take theirs in prepare
     results = []
     for scale in sorted(models):
         for dtype in options.dtypes:
