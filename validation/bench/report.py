@@ -1,5 +1,8 @@
 """benchmark.json, benchmark.md and benchmark.png (latency and memory bars per case), written atomically.
 
+Per case the JSON has every run (times_ms, in the order they ran, and start_s, when each began), their
+median and, for interleaved rounds, the round medians (round_medians_ms, their min and max).
+
 Sizes: [height, width] in the JSON (options and cases alike), WxH in text (the CLI's spelling).
 """
 
@@ -93,8 +96,12 @@ def write_figure(cases: Sequence[CaseResult], options: BenchmarkOptions, path: P
     latency, memory = fig.subplots(1, 2)
     labels = [c.label for c in timed]
     positions = list(range(len(timed)))
-    latency.barh(positions, [c.median_ms or 0.0 for c in timed], color="tab:blue")
-    latency.set_xlabel("median latency (ms)")
+    medians = [c.median_ms or 0.0 for c in timed]
+    # whiskers: the lowest and highest round median (interleaved rounds; none for one round)
+    spread = [[m - min(c.round_medians_ms) for c, m in zip(timed, medians, strict=True)],
+              [max(c.round_medians_ms) - m for c, m in zip(timed, medians, strict=True)]]  # fmt: skip
+    latency.barh(positions, medians, color="tab:blue", xerr=spread if options.round_count > 1 else None, capsize=3)
+    latency.set_xlabel("median latency (ms)" + (", whiskers: round medians" if options.round_count > 1 else ""))
     memory.barh(positions, [c.memory_mib or 0.0 for c in timed], color="tab:orange")
     memory.set_xlabel("peak memory (MiB)")
     for ax in (latency, memory):
