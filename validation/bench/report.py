@@ -9,6 +9,7 @@ Sizes: [height, width] in the JSON (options and cases alike), WxH in text (the C
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -111,6 +112,7 @@ def write_figure(cases: Sequence[CaseResult], options: BenchmarkOptions, path: P
     memory.set_yticks(positions, [""] * len(positions))
     if not timed:
         latency.text(0.5, 0.5, "no case ran", ha="center", va="center", transform=latency.transAxes)
-    fig.suptitle(f"ESC, {format_size(options.output_size)} output, {options.device}: {options.protocol}", fontsize=10)
+    title = f"ESC, {format_size(options.output_size)} output, {options.device}: {options.protocol}"
+    fig.suptitle(textwrap.fill(title, 150), fontsize=9)  # the interleaved protocol is longer than the figure
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
