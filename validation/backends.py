@@ -262,8 +262,8 @@ def skip_reason(backend: Backend, *, device: str = "cpu") -> str | None:
 
 # ---------------------------------------------------------------------------------------------- graphs
 
-# (model fingerprint, graph, precision) -> ModelProto with the exporter's name scopes kept.
-_GRAPH_CACHE: dict[tuple[str, str, str], onnx.ModelProto] = {}
+# (model fingerprint, graph, opset: None for the exporter's default) -> fp32 ModelProto, name scopes kept.
+_GRAPH_CACHE: dict[tuple[str, str, int | None], onnx.ModelProto] = {}
 
 
 def model_fingerprint(model: ESCBase) -> str:
@@ -275,24 +275,26 @@ def model_fingerprint(model: ESCBase) -> str:
     return digest.hexdigest()
 
 
-def _export_bytes(model: ESCBase, graph: Graph) -> bytes:
+def _export_bytes(model: ESCBase, graph: Graph, opset: int | None) -> bytes:
     """The fp32 graph with the exporter's metadata, serialised (a copy, so the cache is never aliased)."""
-    from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, to_onnx_proto
+    from esc_deploy.export.onnx_graph.exporter import DEFAULT_OPSET, OnnxExportOptions, to_onnx_proto
 
     # Library code leaves global logging alone: the commands (parity.py, benchmark.py) quiet the exporter.
-    proto = to_onnx_proto(model, OnnxExportOptions(attention=graph), keep_metadata=True)
+    options = OnnxExportOptions(attention=graph, opset=DEFAULT_OPSET if opset is None else opset)
+    proto = to_onnx_proto(model, options, keep_metadata=True)
     return bytes(proto.SerializeToString())
 
 
-def export_graphs(model: ESCBase, graphs: Sequence[Graph]) -> dict[str, onnx.ModelProto]:
-    """The fp32 ModelProtos of ``graphs``, exported once per process and model."""
+def export_graphs(model: ESCBase, graphs: Sequence[Graph], *, opset: int | None = None) -> dict[str, onnx.ModelProto]:
+    """The fp32 ModelProtos of ``graphs`` (at ``opset``, None: the exporter's default), exported once
+    per process and model."""
     import onnx
 
     key = model_fingerprint(model)
     for g in dict.fromkeys(graphs):
-        if (key, g, "fp32") not in _GRAPH_CACHE:
-            _GRAPH_CACHE[key, g, "fp32"] = onnx.load_from_string(_export_bytes(model, g))
-    return {g: _GRAPH_CACHE[key, g, "fp32"] for g in graphs}
+        if (key, g, opset) not in _GRAPH_CACHE:
+            _GRAPH_CACHE[key, g, opset] = onnx.load_from_string(_export_bytes(model, g, opset))
+    return {g: _GRAPH_CACHE[key, g, opset] for g in graphs}
 
 
 # ---------------------------------------------------------------------------------------------- TensorRT

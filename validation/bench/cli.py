@@ -1,12 +1,15 @@
 """python validation/benchmark.py [--backends LIST] [--output-size 1280x720] [--scale 2,4] [--dtype fp16,fp32]
-[--runs N] [--warmup N] [--device cuda|cpu] [--checkpoint PATH] [--report-dir DIR]
+[--runs N] [--rounds N] [--warmup N] [--threads N] [--device cuda|cpu] [--checkpoint PATH] [--report-dir DIR]
 
 Latency and peak memory of ESC per backend (eager-naive, eager-sdpa, eager-flex, eager-fused,
-onnxruntime, onnxruntime-plugin, tensorrt), the paper's protocol on a GPU: 1280x720 output, warm-up,
-CUDA events, median of 100 runs, torch.cuda.max_memory_allocated (TensorRT: the engine's device
-memory). Without a GPU it
-runs in CPU mode (perf_counter, peak RSS); lower --runs there. Backends that cannot run are listed as
-"skipped: reason". Writes benchmark.json, benchmark.md and benchmark.png; prints the table.
+onnxruntime, onnxruntime-plugin, onnxruntime-opset23, tensorrt), the paper's protocol on a GPU: 1280x720
+output, warm-up, CUDA events, median of 100 runs, torch.cuda.max_memory_allocated (TensorRT: the
+engine's device memory). Without a GPU it runs in CPU mode (perf_counter, peak RSS; lower --runs
+there), in interleaved rounds: every case of a (scale, dtype) runs --runs times in turn, --rounds
+times, so that a noisy machine slows every backend alike (the report adds the spread of the round
+medians); each case's memory is measured before, in a pass of its own with the case alone. Backends
+that cannot run are listed as "skipped: reason". Writes benchmark.json, benchmark.md and benchmark.png;
+prints the table.
 
 Exit code: 0 when every case that could run ran, 1 when one raised, 2 on a usage error.
 """
@@ -18,7 +21,7 @@ import sys
 from pathlib import Path
 
 from esc_deploy.common.command import ArgumentParser, fail, quiet_exporter_logs
-from esc_deploy.validation.bench.suite import PAPER_RUNS, BenchmarkOptions, Device, format_size
+from esc_deploy.validation.bench.suite import CPU_ROUNDS, PAPER_RUNS, BenchmarkOptions, Device, format_size
 
 
 def _csv(text: str) -> list[str]:
@@ -38,8 +41,13 @@ def build_parser() -> ArgumentParser:
     scales = ",".join(map(str, d.scales))
     parser.add_argument("--scale", default=None, help=f"comma-separated scales (default {scales}; a checkpoint's own)")
     parser.add_argument("--dtype", default=",".join(d.dtypes), help="comma-separated: fp16, fp32 (default %(default)s)")
-    parser.add_argument("--runs", type=int, default=d.runs, help="timed runs (default %(default)s)")
+    parser.add_argument("--runs", type=int, default=d.runs, help="timed runs per round (default %(default)s)")
+    parser.add_argument("--rounds", type=int, metavar="N",
+                        help=f"interleaved rounds (default: {CPU_ROUNDS} in CPU mode; 1 on CUDA, the paper's protocol: "
+                             "each case alone)")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs first (default %(default)s)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads of torch and ONNX Runtime (default: each library's own)")  # fmt: skip
     parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available, else cpu")
     parser.add_argument("--preset", default=d.preset, help="model preset (default %(default)s)")
     parser.add_argument("--checkpoint", type=Path, help="official checkpoint instead of the preset")
@@ -65,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from esc_deploy.validation.bench.report import format_table, write_benchmark_report
-    from esc_deploy.validation.bench.suite import BenchmarkOptions, build_models, run_benchmark, table_rows
+    from esc_deploy.validation.bench.runner import run_benchmark
+    from esc_deploy.validation.bench.suite import build_models, table_rows
     from esc_deploy.validation.machine import machine_info
 
     device: Device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -84,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             scales=scales,
             dtypes=tuple(_csv(args.dtype)),  # type: ignore[arg-type]  # checked in __post_init__
             runs=args.runs,
+            rounds=args.rounds,
             warmup=args.warmup,
+            threads=args.threads,
             device=device,
             preset=args.preset,
             checkpoint=args.checkpoint,
@@ -95,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         models = build_models(options)
     except (ValueError, OSError) as exc:  # CheckpointError is a ValueError; int('x') too
         fail(str(exc))
-    if device == "cpu" and options.runs >= PAPER_RUNS:
-        print(f"CPU mode: {options.runs} runs per case may take long; pass e.g. --runs 10", flush=True)
+    if device == "cpu" and options.total_runs >= PAPER_RUNS:
+        print(f"CPU mode: {options.total_runs} runs per case may take long; pass e.g. --runs 10", flush=True)
     cases = run_benchmark(options, models=models, progress=not args.no_progress and sys.stderr.isatty())
     paths = write_benchmark_report(cases, options, machine_info(), args.report_dir)
     print()

@@ -1,4 +1,5 @@
-"""Peak resident memory of a CPU benchmark case: /proc's VmHWM, reset per case, else getrusage."""
+"""Peak memory of a benchmark case: the CUDA allocator's peak, or the CPU's peak RSS (/proc's VmHWM, reset
+per case, else getrusage)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,34 @@ def _vm_hwm_kib() -> int | None:
 
 def vm_rss_kib() -> int | None:
     return _proc_status_kib("VmRSS")
+
+
+class PeakWatch:
+    """A case's peak memory from start() on: the CUDA allocator's peak, or the CPU's peak RSS."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.cpu = CpuPeakMemory() if device == "cpu" else None
+        self.before_mib: float | None = None  # CPU: resident memory at start()
+
+    def start(self) -> None:
+        if self.cpu is None:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            return
+        self.cpu.start()
+        before = vm_rss_kib()
+        self.before_mib = None if before is None else before / 1024
+
+    def peak_mib(self) -> float:
+        if self.cpu is None:
+            import torch
+
+            return torch.cuda.max_memory_allocated() / 2**20
+        return self.cpu.peak_mib()
+
+    @property
+    def kind(self) -> str:
+        return "torch.cuda.max_memory_allocated" if self.cpu is None else self.cpu.kind

@@ -84,7 +84,34 @@ def prepare_eager(
 
     ready = cuda_ready(x.device) if device == "cuda" else host_ready
     kind = "torch.cuda.max_memory_allocated" if device == "cuda" else ""
-    return Prepared(fn, ready, kind, f"eager torch {torch.__version__}, attention {backend.removeprefix('eager-')}")
+    detail = f"eager torch {torch.__version__}, attention {backend.removeprefix('eager-')}"
+    detail += f", threads {torch.get_num_threads()}" if device == "cpu" else ""
+    return Prepared(fn, ready, kind, detail)
+
+
+@dataclass(frozen=True)
+class OrtGraph:
+    """The graph an ONNX Runtime backend runs: the attention's form and the export's opset."""
+
+    attention: Graph
+    opset: int | None = None  # None: the exporter's default (18)
+
+    @property
+    def key(self) -> str:
+        """Names this graph in caches shared with parity (fp16 plans): 'native', 'native-opset23'."""
+        return self.attention if self.opset is None else f"{self.attention}-opset{self.opset}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.attention} graph" + (f", opset {self.opset}" if self.opset is not None else "")
+
+
+# backend -> its graph; opset 23 is the first with a standard Attention node (exporter.ATTENTION_OP_OPSET).
+ORT_GRAPHS: dict[str, OrtGraph] = {
+    "onnxruntime": OrtGraph("native"),
+    "onnxruntime-plugin": OrtGraph("plugin"),  # the default export: the plugin node's function body
+    "onnxruntime-opset23": OrtGraph("native", 23),
+}
 
 
 def prepare_onnxruntime(
@@ -94,7 +121,8 @@ def prepare_onnxruntime(
     shape: tuple[int, ...],
     calibration: str,
     *,
-    graph_kind: Graph = "native",
+    graph: OrtGraph = ORT_GRAPHS["onnxruntime"],
+    threads: int | None = None,
 ) -> Prepared:
     import numpy as np
     import onnxruntime as ort
@@ -102,11 +130,12 @@ def prepare_onnxruntime(
     from esc_deploy.export.onnx_graph.ort_session import ort_session
     from esc_deploy.validation.backends import export_graphs
 
-    proto = export_graphs(model, [graph_kind])[graph_kind]
+    proto = export_graphs(model, [graph.attention], opset=graph.opset)[graph.attention]
     if dtype == "fp16":
-        proto = fp16_context(model, calibration).mixed_graph(graph_kind, proto)
+        proto = fp16_context(model, calibration).mixed_graph(graph.key, proto)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    session = ort_session(proto, providers=providers, arena=True)  # timed: the arena's reuse is part of its speed
+    # timed with its arena: the arena's reuse is part of its speed
+    session = ort_session(proto, providers=providers, arena=True, threads=threads)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     name = session.get_inputs()[0].name
 
@@ -114,8 +143,9 @@ def prepare_onnxruntime(
         # Synchronous, the CUDA provider too: run() returns numpy arrays, copied to the host when done.
         return session.run(None, {name: x})
 
-    graph = f"{graph_kind} graph" + (", mixed fp16" if dtype == "fp16" else "")
-    detail = f"ONNX Runtime {ort.__version__} ({', '.join(session.get_providers())}), {graph}"
+    what = graph.label + (", mixed fp16" if dtype == "fp16" else "")
+    threads_text = f"intra-op threads {'default' if threads is None else threads}"
+    detail = f"ONNX Runtime {ort.__version__} ({', '.join(session.get_providers())}), {what}, {threads_text}"
     return Prepared(fn, host_ready, "", detail)
 
 

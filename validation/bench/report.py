@@ -1,11 +1,15 @@
 """benchmark.json, benchmark.md and benchmark.png (latency and memory bars per case), written atomically.
 
+Per case the JSON has every run (times_ms, in the order they ran, and start_s, when each began), their
+median and, for interleaved rounds, the round medians (round_medians_ms, their min and max).
+
 Sizes: [height, width] in the JSON (options and cases alike), WxH in text (the CLI's spelling).
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -93,8 +97,12 @@ def write_figure(cases: Sequence[CaseResult], options: BenchmarkOptions, path: P
     latency, memory = fig.subplots(1, 2)
     labels = [c.label for c in timed]
     positions = list(range(len(timed)))
-    latency.barh(positions, [c.median_ms or 0.0 for c in timed], color="tab:blue")
-    latency.set_xlabel("median latency (ms)")
+    medians = [c.median_ms or 0.0 for c in timed]
+    # whiskers: the lowest and highest round median (interleaved rounds; none for one round)
+    spread = [[m - min(c.round_medians_ms) for c, m in zip(timed, medians, strict=True)],
+              [max(c.round_medians_ms) - m for c, m in zip(timed, medians, strict=True)]]  # fmt: skip
+    latency.barh(positions, medians, color="tab:blue", xerr=spread if options.round_count > 1 else None, capsize=3)
+    latency.set_xlabel("median latency (ms)" + (", whiskers: round medians" if options.round_count > 1 else ""))
     memory.barh(positions, [c.memory_mib or 0.0 for c in timed], color="tab:orange")
     memory.set_xlabel("peak memory (MiB)")
     for ax in (latency, memory):
@@ -104,6 +112,7 @@ def write_figure(cases: Sequence[CaseResult], options: BenchmarkOptions, path: P
     memory.set_yticks(positions, [""] * len(positions))
     if not timed:
         latency.text(0.5, 0.5, "no case ran", ha="center", va="center", transform=latency.transAxes)
-    fig.suptitle(f"ESC, {format_size(options.output_size)} output, {options.device}: {options.protocol}", fontsize=10)
+    title = f"ESC, {format_size(options.output_size)} output, {options.device}: {options.protocol}"
+    fig.suptitle(textwrap.fill(title, 150), fontsize=9)  # the interleaved protocol is longer than the figure
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

@@ -1,18 +1,23 @@
-"""Latency and peak memory of ESC per backend, as a library (validation/benchmark.py is the CLI).
+"""Latency and peak memory of ESC per backend, as a library: what is measured and how it is reported
+(runner.py runs the cases, validation/benchmark.py is the CLI).
 
 The paper's protocol: a 1280x720 output (input = output / scale), batch 1, a warm-up, then the median
 of at least 100 runs timed with CUDA events; peak memory is ``torch.cuda.max_memory_allocated`` (weights,
 activations and workspace of the torch backends) or, for TensorRT, the engine's device memory (one
 execution context). Without a GPU the same cases run in CPU mode: eager torch and ONNX Runtime on the
 CPU, ``time.perf_counter``, peak resident memory from /proc (VmHWM, reset before each case), else
-``resource.getrusage`` (the process's lifetime peak).
+``resource.getrusage`` (the process's lifetime peak). How a run is timed: timing.py.
 
-Timing rule: a run is ``ready(fn())``, the backend's call and the step that waits for its output
-(CUDA launches return before their kernels finish); measure() times both, whatever the timer.
+Interleaved rounds (``rounds`` > 1, CPU mode's default): the cases of one (scale, dtype) are prepared
+and warmed up together, then each round runs every case ``runs`` times in turn, so that a noisy
+machine slows every backend alike; each case's memory is measured first, in a pass of its own with the
+case alone in the process (prepared, warmed up, one run, released). One round is the paper's protocol:
+each case prepared, warmed up, timed and released in turn.
 
 Backends: eager-naive, eager-sdpa, eager-flex (compiled FlexAttention: the paper's eager model),
 eager-fused (this project's kernel), onnxruntime (the native graph; mixed fp16 for fp16),
-onnxruntime-plugin (the default export: ONNX Runtime runs the plugin node's function body), tensorrt.
+onnxruntime-plugin (the default export: ONNX Runtime runs the plugin node's function body),
+onnxruntime-opset23 (the native graph at opset 23: one standard Attention node each), tensorrt.
 """
 
 from __future__ import annotations
@@ -20,30 +25,29 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from esc_deploy.common.defaults import DEFAULT_PLUGIN, DEFAULT_PRESET, DEFAULT_SEED
 from esc_deploy.export.precision import Precision, as_precision
-from esc_deploy.validation.bench.memory import CpuPeakMemory, vm_rss_kib
-from esc_deploy.validation.bench.prepare import (
-    Device,
-    Prepared,
-    prepare_eager,
-    prepare_onnxruntime,
-    prepare_tensorrt,
-)
+from esc_deploy.validation.bench.prepare import ORT_GRAPHS, Device
 
 if TYPE_CHECKING:
     from esc.models import ESCBase
-    from esc_deploy.validation.backends import Graph
 
-BACKENDS = ("eager-naive", "eager-sdpa", "eager-flex", "eager-fused", "onnxruntime", "onnxruntime-plugin", "tensorrt")
+BACKENDS = (
+    "eager-naive",
+    "eager-sdpa",
+    "eager-flex",
+    "eager-fused",
+    *ORT_GRAPHS,  # onnxruntime, onnxruntime-plugin, onnxruntime-opset23
+    "tensorrt",
+)
 PAPER_RUNS = 100
 PAPER_OUTPUT = (720, 1280)  # (height, width): the paper's 1280x720
+CPU_ROUNDS = 3  # CPU mode's default: interleaved rounds
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,11 @@ class BenchmarkOptions:
     output_size: tuple[int, int] = PAPER_OUTPUT  # (height, width), as every size here; the CLI spells it WxH
     scales: tuple[int, ...] = (2, 4)
     dtypes: tuple[Precision, ...] = (Precision.FP16, Precision.FP32)
-    runs: int = PAPER_RUNS
+    runs: int = PAPER_RUNS  # per case and round
     warmup: int = 10
     device: Device = "cpu"
+    rounds: int | None = None  # None: CPU_ROUNDS in CPU mode, 1 on CUDA (the paper's protocol)
+    threads: int | None = None  # CPU threads of torch and ONNX Runtime (None: each library's default)
     preset: str = DEFAULT_PRESET
     checkpoint: Path | None = None
     plugin: Path = DEFAULT_PLUGIN
@@ -70,6 +76,12 @@ class BenchmarkOptions:
             raise ValueError(f"unknown backends {unknown}; expected some of {', '.join(BACKENDS)}")
         if self.runs < 1 or self.warmup < 0:
             raise ValueError(f"expected runs >= 1 and warmup >= 0, found {self.runs} and {self.warmup}")
+        rounds = self.rounds if self.rounds is not None else 1 if self.device == "cuda" else CPU_ROUNDS
+        if rounds < 1:
+            raise ValueError(f"rounds: expected a positive integer, found {rounds}")
+        object.__setattr__(self, "rounds", rounds)  # the report records the rounds that ran
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads: expected a positive integer, found {self.threads}")
         from esc_deploy.export.onnx_graph.calibration_set import check_calibration_choice
 
         check_calibration_choice(self.calibration)
@@ -89,13 +101,31 @@ class BenchmarkOptions:
         return height // scale, width // scale
 
     @property
+    def round_count(self) -> int:
+        assert self.rounds is not None  # set by __post_init__
+        return self.rounds
+
+    @property
+    def total_runs(self) -> int:
+        """Timed runs per case, every round together."""
+        return self.round_count * self.runs
+
+    @property
     def protocol(self) -> str:
-        """'paper (CUDA events, warm-up 10, median of 100 runs)' or 'reduced (...; why)'."""
+        """'paper: CUDA events, warm-up 10, median of 100 runs; memory ...' or 'reduced: why; ...'."""
         timer = "CUDA events" if self.device == "cuda" else "time.perf_counter"
-        why = [f"fewer than {PAPER_RUNS} runs"] if self.runs < PAPER_RUNS else []
+        why = [f"fewer than {PAPER_RUNS} runs"] if self.total_runs < PAPER_RUNS else []
         why += ["CPU mode"] if self.device != "cuda" else []
-        kind = f"reduced: {', '.join(why)}; " if why else "paper: "
-        return f"{kind}{timer}, warm-up {self.warmup}, median of {self.runs} runs"
+        if self.round_count == 1:
+            kind = f"reduced: {', '.join(why)}; " if why else "paper: "
+            return f"{kind}{timer}, warm-up {self.warmup}, median of {self.runs} runs; memory over the timed runs"
+        kind = f"reduced: {', '.join(why)}; " if why else "interleaved: "  # the paper times each case alone
+        runs = f"{self.runs} run{'s' if self.runs > 1 else ''}"
+        return (
+            f"{kind}{timer}, warm-up {self.warmup}, then {self.round_count} interleaved rounds of {runs} per case "
+            f"in turn, median of {self.total_runs} runs, spread: min-max of the round medians; memory in a pass "
+            f"before the rounds, each case alone (warm-up {self.warmup}, then one run)"
+        )
 
 
 def format_size(size: tuple[int, int]) -> str:
@@ -113,10 +143,12 @@ class CaseResult:
     output_size: tuple[int, int]  # (height, width)
     status: Literal["ok", "skipped", "error"]
     reason: str = ""
-    times_ms: list[float] = field(default_factory=list)
+    times_ms: list[float] = field(default_factory=list)  # in the order they ran, round after round
+    start_s: list[float] = field(default_factory=list)  # when each run began, seconds after the benchmark began
+    rounds: int = 1
     memory_mib: float | None = None
     memory_kind: str = ""
-    memory_before_mib: float | None = None  # CPU mode: resident memory when the timed runs began
+    memory_before_mib: float | None = None  # CPU mode: resident memory when the memory's runs began
     detail: str = ""
 
     @property
@@ -127,11 +159,21 @@ class CaseResult:
     def median_ms(self) -> float | None:
         return statistics.median(self.times_ms) if self.times_ms else None
 
+    @property
+    def round_medians_ms(self) -> list[float]:
+        """The median of each round's runs (every round ran as many)."""
+        if not self.times_ms:
+            return []
+        per_round = len(self.times_ms) // self.rounds
+        return [statistics.median(self.times_ms[r * per_round : (r + 1) * per_round]) for r in range(self.rounds)]
+
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         times = sorted(self.times_ms)
-        data.pop("times_ms")
+        for key in ("times_ms", "start_s"):
+            data.pop(key)
         if times:
+            medians = self.round_medians_ms
             data.update(
                 median_ms=statistics.median(times),
                 mean_ms=statistics.fmean(times),
@@ -139,9 +181,14 @@ class CaseResult:
                 p90_ms=times[min(len(times) - 1, int(0.9 * len(times)))],
                 max_ms=times[-1],
                 runs=len(times),
+                runs_per_round=len(times) // self.rounds,
+                round_medians_ms=medians,
+                round_median_min_ms=min(medians),
+                round_median_max_ms=max(medians),
                 fps=1000.0 / statistics.median(times),
             )
         data["times_ms"] = [round(t, 4) for t in self.times_ms]
+        data["start_s"] = [round(t, 4) for t in self.start_s]
         return data
 
 
@@ -183,7 +230,7 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
         cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
         if not (os.environ.get(LIBRARY_ENV) or shutil.which("nvcc") or (Path(cuda_home) / "bin" / "nvcc").is_file()):
             return f"needs nvcc to compile the fused kernel, or {LIBRARY_ENV} naming a prebuilt library"
-    if backend in ("onnxruntime", "onnxruntime-plugin"):
+    if backend in ORT_GRAPHS:
         if importlib.util.find_spec("onnxruntime") is None:
             return "onnxruntime is not installed"
         if device == "cuda":
@@ -206,128 +253,26 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
     return None
 
 
-# ---------------------------------------------------------------------------------------------- one case
-
-
-def run_once(prepared: Prepared) -> None:
-    """One run, returned from only when its output is ready: what measure() times."""
-    prepared.ready(prepared.fn())
-
-
-def measure(
-    prepared: Prepared, *, runs: int, warmup: int, device: Device, progress: bool, desc: str
-) -> tuple[list[float], float, float | None]:
-    """(per-run milliseconds, peak memory in MiB: CUDA allocator peak or peak RSS, CPU: RSS before)."""
-    import torch
-    from tqdm import tqdm
-
-    cpu_memory = CpuPeakMemory() if device == "cpu" else None
-    for _ in range(warmup):
-        run_once(prepared)
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    elif cpu_memory is not None:
-        cpu_memory.start()
-    before = vm_rss_kib()
-    times: list[float] = []
-    for _ in tqdm(range(runs), desc=desc, disable=not progress, leave=False):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            # The readiness step sits inside the events: they order only with the current stream's work,
-            # the step covers any stream (at the cost of one host round trip, microseconds, per run).
-            start.record()
-            run_once(prepared)
-            end.record()
-            end.synchronize()
-            times.append(float(start.elapsed_time(end)))
-        else:
-            t0 = time.perf_counter()
-            run_once(prepared)
-            times.append((time.perf_counter() - t0) * 1000)
-    if device == "cuda":
-        return times, torch.cuda.max_memory_allocated() / 2**20, None
-    assert cpu_memory is not None
-    return times, cpu_memory.peak_mib(), None if before is None else before / 1024
-
-
-def run_case(
-    model: ESCBase, backend: str, dtype: Precision, options: BenchmarkOptions, *, progress: bool = False
-) -> CaseResult:
-    scale = model.config.scale
-    h, w = options.input_size(scale)
-    result = CaseResult(backend, scale, dtype, (h, w), (h * scale, w * scale), "ok")
-    reason = skip_reason(backend, options.device, plugin=options.plugin)
-    if reason:
-        result.status, result.reason = "skipped", reason
-        return result
-    if min(h, w) < model.config.min_side:
-        result.status = "skipped"
-        result.reason = f"input {format_size((h, w))} is below the model's minimum side {model.config.min_side}"
-        return result
-    shape = (1, 3, h, w)
-    try:
-        if backend.startswith("eager-"):
-            prepared = prepare_eager(model, backend, dtype, options.device, shape, options.calibration)
-        elif backend in ("onnxruntime", "onnxruntime-plugin"):
-            graph_kind: Graph = "plugin" if backend == "onnxruntime-plugin" else "native"
-            prepared = prepare_onnxruntime(
-                model, dtype, options.device, shape, options.calibration, graph_kind=graph_kind
-            )
-        else:
-            prepared = prepare_tensorrt(model, dtype, shape, options)
-        times, peak, before = measure(
-            prepared,
-            runs=options.runs,
-            warmup=options.warmup,
-            device=options.device,
-            progress=progress,
-            desc=result.label,
-        )
-    except Exception as exc:  # a backend that cannot run a case is reported, not fatal
-        first = (str(exc).strip().splitlines() or [""])[0]
-        result.status, result.reason = "error", f"{type(exc).__name__}: {first}"
-        return result
-    result.times_ms, result.detail, result.memory_before_mib = times, prepared.detail, before
-    if prepared.fixed_memory_mib is not None:
-        result.memory_mib, result.memory_kind = prepared.fixed_memory_mib, prepared.memory_kind
-    else:
-        result.memory_mib = peak
-        result.memory_kind = prepared.memory_kind or (
-            "torch.cuda.max_memory_allocated" if options.device == "cuda" else CpuPeakMemory().kind
-        )
-    return result
-
-
-def run_benchmark(
-    options: BenchmarkOptions,
-    *,
-    models: dict[int, ESCBase] | None = None,
-    progress: bool = False,
-    log: Callable[[str], None] = print,
-) -> list[CaseResult]:
-    """Every (scale, dtype, backend) case, in that order."""
-    models = models if models is not None else build_models(options)
-    results = []
-    for scale in sorted(models):
-        for dtype in options.dtypes:
-            for backend in options.backends:
-                case = run_case(models[scale], backend, dtype, options, progress=progress)
-                log(format_case(case))
-                results.append(case)
-    return results
-
-
 def format_case(case: CaseResult) -> str:
     if case.status != "ok":
         return f"{case.label}: {case.status}: {case.reason}"
     memory = f"{case.memory_mib:.0f} MiB" if case.memory_mib is not None else "-"
-    return f"{case.label}: median {case.median_ms:.2f} ms over {len(case.times_ms)} runs, memory {memory}"
+    runs = f"{len(case.times_ms)} runs"
+    if case.rounds > 1:
+        runs += f" in {case.rounds} rounds (round medians {format_spread(case)} ms)"
+    return f"{case.label}: median {case.median_ms:.2f} ms over {runs}, memory {memory}"
+
+
+def format_spread(case: CaseResult) -> str:
+    """'1290.12-1320.40': the lowest and highest round median; '-' for one round or no timings."""
+    medians = case.round_medians_ms
+    return f"{min(medians):.2f}-{max(medians):.2f}" if case.rounds > 1 and medians else "-"
 
 
 def table_rows(cases: Sequence[CaseResult]) -> list[list[str]]:
     """Header plus one row per case: the printed and Markdown table share it."""
-    rows = [["backend", "scale", "dtype", "input", "median ms", "mean ms", "p90 ms", "runs", "memory MiB", "status"]]
+    header = ["backend", "scale", "dtype", "input", "median ms", "round medians ms", "mean ms", "p90 ms", "runs"]
+    rows = [[*header, "memory MiB", "status"]]
     for c in cases:
         s = c.summary()
         timed = c.status == "ok"
@@ -338,9 +283,10 @@ def table_rows(cases: Sequence[CaseResult]) -> list[list[str]]:
                 c.dtype,
                 format_size(c.input_size),
                 f"{s['median_ms']:.2f}" if timed else "-",
+                format_spread(c) if timed else "-",
                 f"{s['mean_ms']:.2f}" if timed else "-",
                 f"{s['p90_ms']:.2f}" if timed else "-",
-                str(s["runs"]) if timed else "-",
+                (f"{c.rounds}x{s['runs_per_round']}" if c.rounds > 1 else str(s["runs"])) if timed else "-",
                 f"{c.memory_mib:.0f}" if c.memory_mib is not None else "-",
                 "ok" if timed else f"{c.status}: {c.reason}",
             ]
