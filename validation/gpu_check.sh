@@ -12,7 +12,7 @@
 # Each step has a time limit (together 330 s, plus 5 s grace each); a step that fails or times out is recorded
 # and the next one runs.
 # Usage: bash validation/gpu_check.sh [OUTPUT_DIR] [--full]   (default reports/gpu); from the repository root.
-# Copy OUTPUT_DIR/benchmarks.md over docs/benchmarks.md once the numbers are reviewed (it keeps the SASS section).
+# Copy OUTPUT_DIR/benchmarks.md over docs/benchmarks.md once the numbers are reviewed (only its GPU section changed).
 set -uo pipefail
 
 out=reports/gpu
