@@ -5,8 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import statistics
 import subprocess
+import threading
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 
@@ -27,18 +30,77 @@ def _version(package: str) -> str | None:
         return None
 
 
-def nvidia_driver() -> str | None:
+def nvidia_smi_query(fields: str, gpu: int = 0) -> list[str] | None:
+    """The comma-separated values of nvidia-smi's ``--query-gpu=FIELDS`` for one GPU, or None where it fails."""
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-i", str(gpu)],
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
-        )
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
+    return [value.strip() for value in out.splitlines()[0].split(",")] if out else None
+
+
+def nvidia_driver() -> str | None:
+    values = nvidia_smi_query("driver_version")
+    return values[0] if values else None
+
+
+def sm_clock_mhz(gpu: int = 0) -> float | None:
+    """The SM clock nvidia-smi reads now. Idle it is far below the boost clock (an H200 here: 345 MHz idle, 1980
+    just after work), so a throughput floor needs a reading taken under load: see SmClockSampler."""
+    values = nvidia_smi_query("clocks.sm", gpu)
+    try:
+        return float(values[0]) if values else None
+    except ValueError:
+        return None
+
+
+class SmClockSampler:
+    """Reads the SM clock every ``period`` seconds on a thread while its ``with`` block runs (the timed calls).
+
+    ``median`` is the clock the work ran at, for a floor in clocks; None where no reading succeeded."""
+
+    def __init__(self, period: float = 0.25, gpu: int = 0) -> None:
+        self.period = period
+        self.gpu = gpu
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            clock = sm_clock_mhz(self.gpu)
+            if clock is None:
+                return  # nvidia-smi cannot read it here: no samples rather than a stream of failing processes
+            self.samples.append(clock)
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> SmClockSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+    def describe(self) -> str:
+        if not self.samples:
+            return "not read (nvidia-smi gave no SM clock)"
+        return (
+            f"{self.median:.0f} MHz, median of {len(self.samples)} nvidia-smi readings during the timed calls "
+            f"(min {min(self.samples):.0f}, max {max(self.samples):.0f})"
+        )
 
 
 def machine_info() -> dict[str, Any]:

@@ -5,8 +5,9 @@
   separate run on the crop that holds it (the reflect padding of the crop is that of the map).
 - Timings of one ESC attention layer (dim 64, 4 heads, window 32, fp16) at the qkv maps 640x360 and 320x180:
   the fused kernel, compiled FlexAttention and SDPA (esc.attention's map-to-map functions), each by CUDA events
-  per call (median) and by CUDA-graph replay (a graph of `--graph-calls` calls, replayed, time per call),
-  against the exp floor at the clock read from nvidia-smi.
+  per call (median) and by CUDA-graph replay (a graph of `--graph-calls` calls, replayed, time per call), the
+  calls rotating over input maps that together exceed twice the L2 cache; against the exp floor at the SM clock
+  nvidia-smi reads during the timed calls (idle, the clock is a fraction of that).
 
     python validation/kernel_gpu_check.py --output-dir reports/gpu [--iters 50]
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,26 +27,21 @@ from torch import Tensor
 
 from esc_deploy.common.command import ArgumentParser, error
 from esc_deploy.common.files import atomic_write_text
-from esc_deploy.validation.kernel.benchmark import BACKENDS, CASES, SfuAssumption, _Spec, machine, time_cuda
+from esc_deploy.validation.kernel.benchmark import (
+    BACKENDS,
+    CASES,
+    SfuAssumption,
+    _Spec,
+    input_maps,
+    machine,
+    rotating,
+    time_cuda,
+)
+from esc_deploy.validation.machine import SmClockSampler, nvidia_smi_query
 
 LARGE_SHAPE = (2, 192, 2040, 2872)  # (batch, 3 * dim, height, width)
 LARGE_HEADS = 4
 WINDOW = 32
-
-
-def sm_clock_mhz() -> tuple[float | None, float | None]:
-    """(current, max) SM clock of GPU 0 from nvidia-smi, or None where it cannot be read."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=clocks.sm,clocks.max.sm", "--format=csv,noheader,nounits", "-i", "0"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.split(",")
-        return float(out[0]), float(out[1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None, None
 
 
 def large_offset_check(seed: int = 0) -> dict[str, object]:
@@ -92,32 +87,49 @@ def time_graph(fn: Callable[[], Tensor], calls: int, replays: int) -> float:
     return time_cuda(lambda: graph.replay(), warmup=2, iters=replays) / calls  # type: ignore[arg-type,return-value]
 
 
-def run_timings(iters: int, graph_calls: int, sfu: SfuAssumption) -> list[dict[str, object]]:
+def _failure(error: Exception) -> str:
+    """A failed timing as one table cell: the error's type and first 160 characters, on one line, no pipes."""
+    text = " ".join(f"{type(error).__name__}: {error}".split()).replace("|", "/")
+    return f"failed: {text[:160]}"
+
+
+def run_timings(iters: int, graph_calls: int) -> tuple[list[dict[str, object]], SfuAssumption]:
+    """Per case and backend: ms per call by events and by graph replay, and the floor at the clock read meanwhile."""
     from esc.attention import get_attention
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     generator = torch.Generator(device="cuda").manual_seed(0)
     rows: list[dict[str, object]] = []
-    for case in CASES:
-        qkv = torch.randn(case.batch, 3 * case.dim, case.height, case.width, device="cuda", generator=generator).half()
-        table = torch.randn(case.heads, (2 * case.window - 1) ** 2, device="cuda", generator=generator)
-        spec = _Spec(table, case.heads, case.window)
-        row: dict[str, object] = {"case": case.name, "qkv": f"{case.height}x{case.width}"}
-        row["exp floor ms"] = round(sfu.floor_ms(case.exponentials, sms), 4)
-        with torch.inference_mode():
-            for backend in BACKENDS:
-                call = functools.partial(get_attention(backend), spec, qkv)
-                try:
-                    call()
-                    row[f"{backend} ms/call"] = round(time_cuda(call, warmup=5, iters=iters), 4)
-                except Exception as error:  # a backend that fails is reported, the others still run
-                    row[f"{backend} ms/call"] = f"failed: {type(error).__name__}"
-                try:
-                    row[f"{backend} ms/call (graph)"] = round(time_graph(call, graph_calls, max(5, iters // 10)), 4)
-                except Exception as error:
-                    row[f"{backend} ms/call (graph)"] = f"failed: {type(error).__name__}"
-        rows.append(row)
-    return rows
+    with SmClockSampler() as clock:
+        for case in CASES:
+            maps = input_maps(case, generator)
+            table = torch.randn(case.heads, (2 * case.window - 1) ** 2, device="cuda", generator=generator)
+            spec = _Spec(table, case.heads, case.window)
+            row: dict[str, object] = {"case": case.name, "qkv": f"{case.height}x{case.width}", "maps": len(maps)}
+            with torch.inference_mode():
+                for backend in BACKENDS:
+                    call = rotating([functools.partial(get_attention(backend), spec, qkv) for qkv in maps])
+                    try:
+                        call()
+                        row[f"{backend} ms/call"] = round(time_cuda(call, warmup=5, iters=iters), 4)
+                    except Exception as error:  # a backend that fails is reported, the others still run
+                        row[f"{backend} ms/call"] = _failure(error)
+                    try:
+                        row[f"{backend} ms/call (graph)"] = round(time_graph(call, graph_calls, max(5, iters // 10)), 4)
+                    except Exception as error:
+                        row[f"{backend} ms/call (graph)"] = _failure(error)
+            rows.append(row)
+    sfu = SfuAssumption().at_clock(clock)
+    for case, row in zip(CASES, rows, strict=True):
+        floor = sfu.floor_ms(case.exponentials, sms)
+        row["exp floor ms"] = round(floor, 4)
+        for timing in ("ms/call", "ms/call (graph)"):
+            fused, flex = row.get(f"fused {timing}"), row.get(f"flex {timing}")
+            if isinstance(fused, float):
+                row[f"fused / floor ({timing})"] = round(fused / floor, 2)
+                if isinstance(flex, float):
+                    row[f"flex / fused ({timing})"] = round(flex / fused, 2)
+    return rows, sfu
 
 
 def render(result: dict[str, object]) -> str:
@@ -126,9 +138,10 @@ def render(result: dict[str, object]) -> str:
     lines = ["# Fused kernel: GPU check", "", "## Machine", ""]
     lines += [f"- {key}: {value}" for key, value in dict(result["machine"]).items()]  # type: ignore[call-overload]
     lines += ["", "## Large offsets", "", f"`{json.dumps(result['large_offset'])}`", "", "## Timings (ms)", ""]
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # a failed backend leaves some out
     if rows:
-        lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-        lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(str(row.get(key, "")) for key in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -141,13 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         return error("kernel_gpu_check needs a CUDA device; none is available")
-    current, peak = sm_clock_mhz()
-    # The exp floor at the clock read now (boost may move during the run; both clocks are recorded).
-    sfu = SfuAssumption(clock_ghz=(current or peak or SfuAssumption.clock_ghz * 1e3) / 1e3)
-    info = {**machine(), "SM clock MHz (now / max)": f"{current} / {peak}", "floor clock GHz": f"{sfu.clock_ghz:.3f}"}
+    idle = nvidia_smi_query("clocks.sm,clocks.max.sm")
+    info = {**machine(), "SM clock MHz before the run / max": " / ".join(idle) if idle else "not read"}
     large: dict[str, object] = {"skipped": True} if args.skip_large else large_offset_check()
     print(f"large offsets: {json.dumps(large)}")
-    rows = run_timings(args.iters, args.graph_calls, sfu)
+    rows, sfu = run_timings(args.iters, args.graph_calls)
+    info["exp floor"] = sfu.describe()
     result: dict[str, object] = {"machine": info, "large_offset": large, "timings": rows}
     args.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output_dir / "kernel-gpu-check.json", json.dumps(result, indent=2) + "\n")
