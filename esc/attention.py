@@ -158,7 +158,9 @@ def sdpa_attention(module: WindowAttentionSpec, q: Tensor, k: Tensor, v: Tensor)
 def _compiled_flex_attention() -> Callable[..., Tensor]:
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, dynamic=True)
+    # torch's default: static shapes first (a served model runs one tile size; FlexAttention's fast path needs
+    # lengths known to divide its blocks), dynamic after the first change of shape instead of a compile per size.
+    return torch.compile(flex_attention)
 
 
 @register_attention("flex")
