@@ -25,7 +25,7 @@ import math
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,17 +213,16 @@ def failure_cell(error: Exception) -> str:
     return f"failed: {text[:160]}"
 
 
-def measure(options: MeasureOptions) -> list[dict[str, str]]:
-    """One row per case: the exp floor at the SM clock read under the fused kernel's load (or the one given), and
-    each backend's median ms per call by CUDA events and by graph replay; a backend that fails gets the error in
-    its cells and the others still run.
+def measure(options: MeasureOptions) -> Iterator[dict[str, str]]:
+    """One row per case, yielded as soon as it is measured (a caller with a time limit keeps what it got): the exp
+    floor at the SM clock read under the fused kernel's load (or the one given), and each backend's median ms per
+    call by CUDA events and by graph replay; a backend that fails gets the error in its cells, the others still run.
 
     FlexAttention compiles statically for each case (automatic dynamic shapes off), its fastest form."""
     from esc.attention import get_attention
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     generator = torch.Generator(device="cuda").manual_seed(0)
-    rows = []
     for case in CASES:
         maps = input_maps(case, generator)
         table = torch.randn(case.heads, (2 * case.window - 1) ** 2, device="cuda", generator=generator)
@@ -265,8 +264,7 @@ def measure(options: MeasureOptions) -> list[dict[str, str]]:
         if "fused" in outputs and "sdpa" in outputs:
             row["max |fused - sdpa|"] = f"{(outputs['fused'].float() - outputs['sdpa'].float()).abs().max().item():.2e}"
         row["clock"] = sfu.clock_source
-        rows.append(row)
-    return rows
+        yield row
 
 
 def table(rows: Sequence[dict[str, str]], skip: Sequence[str] = ()) -> list[str]:
@@ -372,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not torch.cuda.is_available():
         return error("kernel_benchmark needs a CUDA device; none is available")
     options = measure_options(args)
-    rows = measure(options)
+    rows = list(measure(options))
     write_section(args.output, rows, options)
     print("\n".join(table(rows)))
     print(f"wrote {args.output}")

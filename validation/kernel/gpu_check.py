@@ -83,6 +83,11 @@ def render(result: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(folder: Path, result: dict[str, object]) -> None:
+    atomic_write_text(folder / "kernel-gpu-check.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(folder / "kernel-gpu-check.md", render(result))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--output-dir", type=Path, default=Path("reports/gpu"))
@@ -104,11 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.cuda.empty_cache()
     print(f"large offsets: {json.dumps(large)}", flush=True)
     options = measure_options(args)
-    rows = measure(options)
+    rows: list[dict[str, str]] = []
     result: dict[str, object] = {"machine": info, "large_offset": large, "timings": rows}
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output_dir / "kernel-gpu-check.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.output_dir / "kernel-gpu-check.md", render(result))
+    write_results(args.output_dir, result)  # and again after each case: a step cut short keeps what it measured
+    for row in measure(options):
+        rows.append(row)
+        write_results(args.output_dir, result)
     if args.doc:
         write_section(args.doc, rows, options)
     print(render(result))
