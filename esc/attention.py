@@ -158,8 +158,8 @@ def sdpa_attention(module: WindowAttentionSpec, q: Tensor, k: Tensor, v: Tensor)
 def _compiled_flex_attention() -> Callable[..., Tensor]:
     from torch.nn.attention.flex_attention import flex_attention
 
-    # torch's default: static shapes first (a served model runs one tile size; FlexAttention's fast path needs
-    # lengths known to divide its blocks), dynamic after the first change of shape instead of a compile per size.
+    # Static shapes except the window count (flex_window_attention marks it): the sequence length N = w * w is then
+    # known to divide FlexAttention's blocks (its fast path), and a new image size compiles nothing.
     return torch.compile(flex_attention)
 
 
@@ -178,6 +178,8 @@ def flex_window_attention(module: WindowAttentionSpec, q: Tensor, k: Tensor, v: 
         rel_w = kv_idx % ws - q_idx % ws + ws - 1
         return score + table[h, rel_h * (2 * ws - 1) + rel_w].to(score.dtype)
 
+    for tensor in (q, k, v):
+        torch._dynamo.maybe_mark_dynamic(tensor, 0)  # B * windows; "maybe": a single window stays a constant
     return _compiled_flex_attention()(q, k, v, score_mod=add_bias)
 
 

@@ -16,6 +16,7 @@
 # summary.txt (this script's output), benchmarks.md, kernel-gpu-check.{md,json}, cuda-tests.log, and logs.tar.gz
 # with every step's log, the nvidia-smi reports and the junit XML.
 # Usage: bash validation/gpu_check.sh [OUTPUT_DIR] [--full]   (default reports/gpu); from the repository root.
+# A caller's own time limit should leave it about 7 minutes (the steps' limits, grace, nvidia-smi and the archive).
 # PYTHON names the interpreter (default python3). Copy OUTPUT_DIR/benchmarks.md over docs/benchmarks.md once
 # the numbers are reviewed (only its GPU section changed).
 set -uo pipefail

@@ -30,8 +30,9 @@ def _version(package: str) -> str | None:
         return None
 
 
-def nvidia_smi_query(fields: str, gpu: int = 0) -> list[str] | None:
-    """The comma-separated values of nvidia-smi's ``--query-gpu=FIELDS`` for one GPU, or None where it fails."""
+def nvidia_smi_query(fields: str, gpu: int | str = 0) -> list[str] | None:
+    """The comma-separated values of nvidia-smi's ``--query-gpu=FIELDS`` for one GPU (its index or UUID), or None
+    where it fails."""
     try:
         out = subprocess.run(
             ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-i", str(gpu)],
@@ -50,7 +51,7 @@ def nvidia_driver() -> str | None:
     return values[0] if values else None
 
 
-def sm_clock_mhz(gpu: int = 0) -> float | None:
+def sm_clock_mhz(gpu: int | str = 0) -> float | None:
     """The SM clock nvidia-smi reads now. Idle it is far below the boost clock (an H200 here: 345 MHz idle, 1980
     just after work), so a throughput floor needs a reading taken under load: see SmClockSampler."""
     values = nvidia_smi_query("clocks.sm", gpu)
@@ -65,7 +66,7 @@ class SmClockSampler:
 
     ``median`` is the clock the work ran at, for a floor in clocks; None where no reading succeeded."""
 
-    def __init__(self, period: float = 0.25, gpu: int = 0) -> None:
+    def __init__(self, period: float = 0.25, gpu: int | str = 0) -> None:
         self.period = period
         self.gpu = gpu
         self.samples: list[float] = []

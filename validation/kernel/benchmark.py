@@ -2,14 +2,15 @@
 
 One layer at ESC's shapes (dim 64, 4 heads, window 32, fp16) for a 1280x720 output at x2 and x4, i.e. qkv maps
 of 640x360 and 320x180. Every backend runs the whole map-to-map function the model calls (``esc.attention``):
-padding, windowing, attention, merging and cropping. Times are medians of CUDA-event timings after a warm-up;
-the calls rotate over enough input maps to exceed twice the L2 cache, so that no timing reads a cached input.
+padding, windowing, attention, merging and cropping. Times are medians of CUDA-event timings (calls queued back
+to back) and of CUDA-graph replays, after a warm-up; the calls rotate over enough input maps to exceed twice the
+L2 cache, so that no timing reads a cached input.
 
-The exponential-throughput floor: softmax evaluates one exponential per score, B * heads * nWindows * N * N
-per layer (N = w * w), on the special function units; at S ex2 results per clock per SM the floor is
-count / (SMs * S * clock). S = 16 (Ampere and Hopper SMs: 4 partitions of 4 MUFU lanes) is an assumption, CUDA does
-not report it; the clock is the SM clock nvidia-smi reads during the timed calls (median), since the idle clock
-is a fraction of it; the SM count is the device's.
+The exponential-throughput floor: softmax evaluates one exponential per key for each output query,
+B * heads * H * W * N per layer (N = w * w), on the special function units; at S ex2 results per clock per SM the
+floor is count / (SMs * S * clock). S = 16 (Ampere and Hopper SMs: 4 partitions of 4 MUFU lanes) is an
+assumption, CUDA does not report it; the clock is the median SM clock nvidia-smi reads while the fused kernel runs
+back to back (idle, the clock is a fraction of that); the SM count is the device's.
 
     python validation/kernel_benchmark.py [--warmup 10] [--iters 100] [--graph-calls 20] [--output docs/benchmarks.md]
 
@@ -179,12 +180,19 @@ def time_graph(fn: Callable[[], Tensor], calls: int, replays: int) -> float:
     return time_cuda(graph.replay, warmup=2, iters=replays) / calls
 
 
+def nvidia_smi_gpu() -> str:
+    """nvidia-smi's id of CUDA device 0: its UUID (nvidia-smi's indices follow the PCI bus, not CUDA's order or
+    CUDA_VISIBLE_DEVICES), else index 0 where nvidia-smi does not answer to it."""
+    uuid = f"GPU-{torch.cuda.get_device_properties(0).uuid}"
+    return uuid if nvidia_smi_query("uuid", uuid) else "0"
+
+
 def clock_under_load(fn: Callable[[], object], seconds: float = 1.5) -> SmClockSampler:
     """The SM clock nvidia-smi reads while `fn` runs back to back for about `seconds` (idle, the clock is a
     fraction of the boost clock: 345 against 1980 MHz on an H200 here)."""
     fn()
     torch.cuda.synchronize()
-    with SmClockSampler(period=0.1) as clock:
+    with SmClockSampler(period=0.1, gpu=nvidia_smi_gpu()) as clock:
         until = time.perf_counter() + seconds
         while time.perf_counter() < until:
             fn()  # the launch queue fills, so the host waits on the device and the GPU stays busy
@@ -200,7 +208,7 @@ def machine() -> dict[str, str]:
         "L2 cache MiB": f"{props.L2_cache_size / 2**20:.0f}",
         "compute capability": f"{props.major}.{props.minor}",
         "driver": nvidia_driver() or "unknown",
-        "max SM clock MHz": (nvidia_smi_query("clocks.max.sm") or ["unknown"])[0],
+        "max SM clock MHz": (nvidia_smi_query("clocks.max.sm", nvidia_smi_gpu()) or ["unknown"])[0],
         "CUDA (torch)": str(torch.version.cuda),
         "torch": torch.__version__,
         "Python": platform.python_version(),
@@ -216,9 +224,7 @@ def failure_cell(error: Exception) -> str:
 def measure(options: MeasureOptions) -> Iterator[dict[str, str]]:
     """One row per case, yielded as soon as it is measured (a caller with a time limit keeps what it got): the exp
     floor at the SM clock read under the fused kernel's load (or the one given), and each backend's median ms per
-    call by CUDA events and by graph replay; a backend that fails gets the error in its cells, the others still run.
-
-    FlexAttention compiles statically for each case (automatic dynamic shapes off), its fastest form."""
+    call by CUDA events and by graph replay; a backend that fails gets the error in its cells, the others still run."""
     from esc.attention import get_attention
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
@@ -230,7 +236,7 @@ def measure(options: MeasureOptions) -> Iterator[dict[str, str]]:
         outputs: dict[str, Tensor] = {}
         times: dict[str, float | str] = {}  # "name" and "name graph": ms, or the failure
         sfu = options.sfu()
-        with torch.inference_mode(), torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+        with torch.inference_mode():
             for backend in BACKENDS:
                 call = rotating([functools.partial(get_attention(backend), spec, qkv) for qkv in maps])
                 try:
@@ -262,7 +268,9 @@ def measure(options: MeasureOptions) -> Iterator[dict[str, str]]:
             if isinstance(flex, float):
                 row["flex / fused"] = f"{flex / fused:.2f}x"
         if "fused" in outputs and "sdpa" in outputs:
-            row["max |fused - sdpa|"] = f"{(outputs['fused'].float() - outputs['sdpa'].float()).abs().max().item():.2e}"
+            row["max abs(fused - sdpa)"] = (
+                f"{(outputs['fused'].float() - outputs['sdpa'].float()).abs().max().item():.2e}"
+            )
         row["clock"] = sfu.clock_source
         yield row
 
@@ -270,8 +278,11 @@ def measure(options: MeasureOptions) -> Iterator[dict[str, str]]:
 def table(rows: Sequence[dict[str, str]], skip: Sequence[str] = ()) -> list[str]:
     """A markdown table of `rows` over the union of their columns (a failed backend leaves some out)."""
     columns = [key for key in dict.fromkeys(key for row in rows for key in row) if key not in skip]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return lines + ["| " + " | ".join(row.get(key, "") for key in columns) + " |" for row in rows]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return [line(columns), "|" + "---|" * len(columns), *(line([row.get(key, "") for key in columns]) for row in rows)]
 
 
 def replace_section(text: str, section: str) -> str:
@@ -305,8 +316,8 @@ def render(rows: Sequence[dict[str, str]], info: dict[str, str], options: Measur
         "fp16 qkv, fp32 bias table.",
         "- Backends run the whole map-to-map function of `esc.attention` (pad, window, attend, merge, crop): "
         "`fused` = this project's kernel (engines/plugin), `flex` = FlexAttention with the bias as score_mod "
-        "under torch.compile (static shapes per case), `sdpa` = scaled_dot_product_attention with the expanded "
-        "(heads, N, N) bias.",
+        "under torch.compile (the model's flex backend: static sequence length, the window count dynamic), `sdpa` = "
+        "scaled_dot_product_attention with the expanded (heads, N, N) bias.",
         f"- `ms`: median of {options.iters} calls queued back to back, each between two CUDA events, after "
         f"{options.warmup} warm-up calls. `graph ms`: {options.graph_calls} calls captured in one CUDA graph, "
         "median replay time per call (no launch gaps). The calls rotate over `input maps` random maps, together "

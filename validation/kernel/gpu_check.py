@@ -31,6 +31,7 @@ from esc_deploy.validation.kernel.benchmark import (
     machine,
     measure,
     measure_options,
+    nvidia_smi_gpu,
     table,
     write_section,
 )
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         return error("kernel_gpu_check needs a CUDA device; none is available")
-    before = nvidia_smi_query("clocks.sm")
+    before = nvidia_smi_query("clocks.sm", nvidia_smi_gpu())
     info = {**machine(), "SM clock MHz before the run (idle)": before[0] if before else "not read"}
     large: dict[str, object] = {"skipped": True}
     if not args.skip_large:
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in measure(options):
         rows.append(row)
         write_results(args.output_dir, result)
-    if args.doc:
-        write_section(args.doc, rows, options)
+        if args.doc:
+            write_section(args.doc, rows, options)
     print(render(result))
     return 0 if large.get("skipped") or large.get("bitwise_equal") else 1

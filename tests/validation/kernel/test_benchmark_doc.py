@@ -15,6 +15,7 @@ from esc_deploy.validation.kernel.benchmark import (
     SfuAssumption,
     render,
     replace_section,
+    table,
 )
 
 DOC = (DOCS_DIR / "benchmarks.md").read_text()
@@ -54,3 +55,8 @@ def test_section_lists_every_column_and_each_case_clock() -> None:
     assert "| x4 | 1830 | failed: RuntimeError: boom |  |" in section
     assert "- x2: read: 1980 MHz" in section and "- x4: assumed" in section
     assert "median of 7 calls" in section
+
+
+def test_table_cells_keep_their_columns() -> None:
+    header, rule, row = table([{"case": "x2", "note": "a|b"}])
+    assert header == "| case | note |" and rule == "|---|---|" and row == "| x2 | a\\|b |"

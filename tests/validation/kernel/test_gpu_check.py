@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_script_records_failed_steps_in_a_few_files(tmp_path: Path) -> None:
     # Answers every query (the script only records what it prints); the CUDA steps then fail for real.
     (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: stand-in (no CUDA device behind it)'\n")
     (fake / "nvidia-smi").chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "PYTHON": sys.executable}
     out = tmp_path / "gpu"
     result = subprocess.run(
         ["bash", str(SCRIPT), str(out)], cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300
