@@ -185,7 +185,7 @@ def run_benchmark(options: BenchOptions, log: Callable[[str], None] = print) -> 
                 report.cases.append(case)
                 log(_line(case))
             upscaler.close()
-    session = ort_session(onnx)
+    session = ort_session(onnx, arena=True)  # the served model's session options (arena, no memory pattern)
     names = (session.get_inputs()[0].name, session.get_outputs()[0].name)
 
     lock = threading.Lock()
