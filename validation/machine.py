@@ -62,7 +62,7 @@ def sm_clock_mhz(gpu: int | str = 0) -> float | None:
 
 
 class SmClockSampler:
-    """Reads the SM clock every ``period`` seconds on a thread while its ``with`` block runs (the timed calls).
+    """Reads the SM clock every ``period`` seconds on a thread while its ``with`` block runs (work on the GPU).
 
     ``median`` is the clock the work ran at, for a floor in clocks; None where no reading succeeded."""
 
@@ -99,7 +99,7 @@ class SmClockSampler:
         if not self.samples:
             return "not read (nvidia-smi gave no SM clock)"
         return (
-            f"{self.median:.0f} MHz, median of {len(self.samples)} nvidia-smi readings during the timed calls "
+            f"{self.median:.0f} MHz, median of {len(self.samples)} nvidia-smi readings while the work ran "
             f"(min {min(self.samples):.0f}, max {max(self.samples):.0f})"
         )
 

@@ -183,8 +183,8 @@ def time_graph(fn: Callable[[], Tensor], calls: int, replays: int) -> float:
 def nvidia_smi_gpu() -> str:
     """nvidia-smi's id of CUDA device 0: its UUID (nvidia-smi's indices follow the PCI bus, not CUDA's order or
     CUDA_VISIBLE_DEVICES), else index 0 where nvidia-smi does not answer to it."""
-    uuid = f"GPU-{torch.cuda.get_device_properties(0).uuid}"
-    return uuid if nvidia_smi_query("uuid", uuid) else "0"
+    uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
+    return f"GPU-{uuid}" if uuid is not None and nvidia_smi_query("uuid", f"GPU-{uuid}") else "0"
 
 
 def clock_under_load(fn: Callable[[], object], seconds: float = 1.5) -> SmClockSampler:
