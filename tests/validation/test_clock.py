@@ -9,21 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from esc_deploy.validation.kernel.benchmark import SfuAssumption
+from esc_deploy.validation.kernel.benchmark import CASES, SfuAssumption
 from esc_deploy.validation.machine import SmClockSampler, nvidia_smi_query, sm_clock_mhz
-
-
-def _nvidia_smi(folder: Path, body: str) -> None:
-    folder.mkdir(exist_ok=True)
-    script = folder / "nvidia-smi"
-    script.write_text(f"#!/bin/sh\n{body}\n")
-    script.chmod(0o755)
+from tests.validation.nvidia_smi import stand_in_nvidia_smi
 
 
 @pytest.fixture
 def ramping_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     counter = tmp_path / "queries"
-    _nvidia_smi(
+    stand_in_nvidia_smi(
         tmp_path / "bin",
         f"n=$(cat {counter} 2>/dev/null || echo 0); echo $((n + 1)) > {counter}\n"
         'case "$*" in *clocks.sm*) if [ "$n" = 0 ]; then echo 345; else echo 1980; fi ;; *) echo 580.1 ;; esac',
@@ -39,14 +33,14 @@ def test_the_floor_uses_the_clock_read_during_the_work(ramping_gpu: Path) -> Non
     assert len(clock.samples) >= 3 and clock.median == 1980
     sfu = SfuAssumption().at_clock(clock)
     assert sfu.clock_ghz == pytest.approx(1.98) and "1980 MHz" in sfu.describe()
-    # 1.007e9 exponentials on 132 SMs at 16 per clock: 0.241 ms at 1.98 GHz (0.260 at the assumed 1.83).
-    assert sfu.floor_ms(240 * 4 * 1024**2, 132) == pytest.approx(0.2408, abs=1e-4)
+    # 9.44e8 exponentials (x2) on 132 SMs at 16 per clock: 0.226 ms at 1.98 GHz (0.244 at the assumed 1.83).
+    assert sfu.floor_ms(CASES[0].exponentials, 132) == pytest.approx(0.2257, abs=1e-4)
 
 
 def test_without_a_reading_the_floor_keeps_its_stated_assumption(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _nvidia_smi(tmp_path / "bin", "exit 9")  # a driver without a GPU
+    stand_in_nvidia_smi(tmp_path / "bin", "exit 9")  # a driver without a GPU
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
     assert nvidia_smi_query("clocks.sm") is None
     with SmClockSampler(period=0.01) as clock:

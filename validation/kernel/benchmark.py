@@ -58,10 +58,6 @@ class Case:
     window: int = 32
 
     @property
-    def windows(self) -> int:
-        return math.ceil(self.height / self.window) * math.ceil(self.width / self.window)
-
-    @property
     def exponentials(self) -> int:
         """Exponentials a layer needs: one per score of an output pixel's query, B * heads * H * W * N.
 
@@ -180,6 +176,7 @@ def time_graph(fn: Callable[[], Tensor], calls: int, replays: int) -> float:
     return time_cuda(graph.replay, warmup=2, iters=replays) / calls
 
 
+@functools.cache  # a process sees one device 0
 def nvidia_smi_gpu() -> str:
     """nvidia-smi's id of CUDA device 0: its UUID (nvidia-smi's indices follow the PCI bus, not CUDA's order or
     CUDA_VISIBLE_DEVICES), else index 0 where nvidia-smi does not answer to it."""
@@ -216,8 +213,9 @@ def machine() -> dict[str, str]:
 
 
 def failure_cell(error: Exception) -> str:
-    """A failed backend as one table cell: the error's type and first 160 characters, on one line, no pipes."""
-    text = " ".join(f"{type(error).__name__}: {error}".split()).replace("|", "/")
+    """A failed backend as one table cell: the error's type and first 160 characters, on one line (table() escapes
+    any pipe)."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
     return f"failed: {text[:160]}"
 
 

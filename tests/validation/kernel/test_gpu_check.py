@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from esc_deploy.validation.kernel import gpu_check as kernel_gpu_check
+from tests.validation.nvidia_smi import stand_in_nvidia_smi
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "validation" / "gpu_check.sh"
@@ -25,10 +26,7 @@ def test_script_parses() -> None:
 
 
 def test_script_without_gpu_prints_one_line_and_runs_nothing(tmp_path: Path) -> None:
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")  # as on a machine whose driver has no GPU
-    (fake / "nvidia-smi").chmod(0o755)
+    fake = stand_in_nvidia_smi(tmp_path / "bin", "exit 9")  # as on a machine whose driver has no GPU
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
     out = tmp_path / "gpu"
     result = subprocess.run(
@@ -41,11 +39,8 @@ def test_script_without_gpu_prints_one_line_and_runs_nothing(tmp_path: Path) -> 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the failures on a machine without CUDA")
 def test_script_records_failed_steps_in_a_few_files(tmp_path: Path) -> None:
-    fake = tmp_path / "bin"
-    fake.mkdir()
     # Answers every query (the script only records what it prints); the CUDA steps then fail for real.
-    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: stand-in (no CUDA device behind it)'\n")
-    (fake / "nvidia-smi").chmod(0o755)
+    fake = stand_in_nvidia_smi(tmp_path / "bin", "echo 'GPU 0: stand-in (no CUDA device behind it)'")
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "PYTHON": sys.executable}
     out = tmp_path / "gpu"
     result = subprocess.run(
