@@ -1,5 +1,6 @@
-"""Where the fused kernel's CUDA sources are: ``esc/kernel_sources``, package data of ``esc`` (a link to
-engines/plugin in a checkout), so that an installed wheel compiles the same files as a checkout does.
+"""Where the fused kernel's CUDA sources are: engines/plugin in a checkout, ``esc/kernel_sources`` in a wheel
+(pyproject maps that package to engines/plugin and ships only these files, not the TensorRT wrapper), so that
+an installed wheel compiles the same files as a checkout does.
 
 No torch here: the SASS tool (validation/kernel/sass.py) reads the same files without the model.
 """
@@ -24,7 +25,8 @@ KERNEL_SOURCES = (
 
 def kernel_source_dir() -> Path:
     """The folder holding KERNEL_SOURCES; RuntimeError (one line) where a file is missing."""
-    folder = Path(__file__).with_name("kernel_sources")
+    installed, checkout = Path(__file__).with_name("kernel_sources"), Path(__file__).parents[1] / "engines" / "plugin"
+    folder = installed if installed.is_dir() else checkout
     missing = [name for name in KERNEL_SOURCES if not (folder / name).is_file()]
     if missing:
         raise RuntimeError(

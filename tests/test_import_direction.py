@@ -50,8 +50,7 @@ def stage_files(index: int) -> list[Path]:
     inner = [REPO / s[2] for s in STAGES if s[2] != STAGES[index][2] and s[2].startswith(STAGES[index][2] + "/")]
     files = []
     for path in sorted(folder.rglob("*.py")):
-        # esc_deploy/ holds links to the stage folders; they are checked as those stages
-        if path.resolve() != path.absolute() or any(path.is_relative_to(sub) for sub in inner):
+        if any(path.is_relative_to(sub) for sub in inner):
             continue
         files.append(path)
     return files

@@ -1,5 +1,6 @@
-"""The wheel: two import names (esc, esc_deploy), the stage folders inside esc_deploy, the kernel sources as
-esc's package data, and default outputs under the working directory rather than inside site-packages.
+"""The wheel: two import names (esc, esc_deploy), the stage folders mapped (not linked) into esc_deploy, the kernel
+sources (and not the TensorRT wrapper) as esc's package data, and default outputs under the working directory rather
+than inside site-packages.
 
 Built from a copy of the checkout with the project's own setuptools backend and installed with pip into a
 folder that a fresh interpreter imports from, outside any checkout.
@@ -12,10 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from esc.kernel_files import KERNEL_SOURCES
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "esc", "esc_deploy", "export", "serving", "validation", "engines")
@@ -50,7 +54,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for name in SOURCES:
         path = REPO / name
         if path.is_dir():
-            shutil.copytree(path, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(path, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -70,6 +74,22 @@ def test_wheel_installs_two_import_names_and_no_generic_ones(installed: tuple[Pa
     assert top == {"esc", "esc_deploy"}
     for folder in ("export/trt", "export/onnx_graph", "serving/model_repository", "validation/accuracy"):
         assert f"esc_deploy/{folder}/__init__.py" in names
+
+
+def test_the_tree_holds_no_symbolic_link() -> None:
+    listed = subprocess.run(["git", "ls-files", "-s"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert [line for line in listed.splitlines() if line.startswith("120000")] == []
+
+
+def test_pyproject_maps_every_package_folder_of_the_checkout() -> None:
+    settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {"esc": "esc", "esc_deploy": "esc_deploy"} | settings["package-dir"]
+    found = {"esc.kernel_sources"}
+    for package, folder in folders.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            found.add(".".join((package, *init.parent.relative_to(REPO / folder).parts)))
+    assert sorted(settings["packages"]) == sorted(found)
+    assert sorted(settings["package-data"]["esc.kernel_sources"]) == sorted(KERNEL_SOURCES)
 
 
 def test_every_package_of_the_checkout_is_in_the_wheel(installed: tuple[Path, Path]) -> None:
@@ -97,9 +117,10 @@ def test_installed_package_imports_and_finds_its_kernel_sources(installed: tuple
     assert "esc_deploy.export.trt.build" in facts["imported"] and "esc_deploy.serving.client.cli" in facts["imported"]
     kernel = Path(facts["kernel"])
     assert kernel == target / "esc" / "kernel_sources" and not kernel.is_symlink()
-    for source in (REPO / "engines" / "plugin").glob("escWindowAttention*"):
-        if source.suffix in (".cu", ".cuh", ".h"):
-            assert (kernel / source.name).read_bytes() == source.read_bytes()
+    shipped = sorted(p.name for p in kernel.iterdir() if p.is_file() and p.name != "__init__.py")
+    assert shipped == sorted(KERNEL_SOURCES)  # the kernel, not the plugin wrapper
+    for name in KERNEL_SOURCES:
+        assert (kernel / name).read_bytes() == (REPO / "engines" / "plugin" / name).read_bytes()
     assert Path(facts["output_dir"]) == tmp_path / "build"  # not inside site-packages
     assert Path(facts["docs_dir"]) == tmp_path / "docs"
 
