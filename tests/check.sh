@@ -10,6 +10,7 @@ ruff format --check .
 
 echo "== mypy"
 python tests/repair_trt_stubs.py build/typings  # tensorrt-stubs as shipped is skipped by mypy
+python tests/mypy_view.py build/mypy  # the installed package layout (pyproject maps the stage folders)
 mypy
 
 echo "== pytest"

@@ -13,11 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from esc.kernel_files import KERNEL_SOURCES
 
