@@ -137,6 +137,8 @@ def read_image(path: Path) -> Picture:
         with Image.open(path) as img:
             mode = kept_mode(img.mode, img.has_transparency_data)
             icc = img.info.get("icc_profile")
+            colour: np.ndarray
+            alpha: np.ndarray | None
             if mode == "I;16":
                 gray = np.asarray(img, dtype=np.float64).clip(0, 65535) / 65535.0
                 colour, alpha = gray[None], None

@@ -16,11 +16,14 @@ import importlib.util
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from esc_deploy.runtime.facts import ModelFacts
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 BackendKind = Literal["torch", "onnxruntime", "tensorrt", "triton"]
 BACKEND_KINDS: tuple[BackendKind, ...] = ("torch", "onnxruntime", "tensorrt", "triton")
@@ -38,9 +41,11 @@ class Runner(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> Runner: ...
+    def __enter__(self) -> Self: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 class RunnerBase:
@@ -51,7 +56,7 @@ class RunnerBase:
     def close(self) -> None:
         """Release the backend's resources (sessions, contexts, connections); the default has none."""
 
-    def __enter__(self) -> RunnerBase:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
