@@ -132,14 +132,10 @@ class ModelFacts:
 
     def triton_parameters(self) -> dict[str, str]:
         """The config.pbtxt parameters that ``from_triton_config`` reads back."""
-        params = {
-            PARAM_MIN_HW: f"{self.min_hw[0]},{self.min_hw[1]}",
-            PARAM_SCALE: str(self.scale),
-            PARAM_WINDOW: str(self.window),
-            PARAM_FAMILY: self.family,
-        }
+        params = {PARAM_MIN_HW: f"{self.min_hw[0]},{self.min_hw[1]}"}
         if self.max_hw is not None:
             params[PARAM_MAX_HW] = f"{self.max_hw[0]},{self.max_hw[1]}"
+        params.update({PARAM_SCALE: str(self.scale), PARAM_WINDOW: str(self.window), PARAM_FAMILY: self.family})
         return params
 
 

@@ -7,7 +7,7 @@ Backends (the reference is ``torch-fp32``, the eager model with the plain-math a
                                                 plugin node (run through its model-local function) or
                                                 as standard ops
     onnxruntime-fp16-plugin/-native             the same graphs converted to mixed fp16 (to_mixed_fp16)
-    tensorrt                                    an engine through esc_deploy.serving.engine_runner.EngineRunner
+    tensorrt                                    an engine through esc_deploy.runtime.engine.EngineRunner
 
 Each ESC graph is exported once per process (``export_graphs``), keeping the exporter's name scopes for
 drift localisation; the fp16 graphs are derived from the fp32 ones. (Two exports in two processes at
@@ -207,7 +207,7 @@ class TensorRTRunner:
     """A built engine through EngineRunner; numpy in, numpy out."""
 
     def __init__(self, name: str, engine: Path, *, plugin: Path | None = None) -> None:
-        from esc_deploy.serving.engine_runner import EngineRunner
+        from esc_deploy.runtime.engine import EngineRunner
 
         self.name = name
         self.runner = EngineRunner(engine, plugin=plugin)
