@@ -61,10 +61,20 @@ class ModelFacts:
     # -------------------------------------------------------------------------------------------- readers
 
     @classmethod
-    def from_config(cls, config: ESCConfig, *, source: str, **limits: Any) -> ModelFacts:
+    def from_config(
+        cls,
+        config: ESCConfig,
+        *,
+        source: str,
+        min_hw: HW | None = None,
+        max_hw: HW | None = None,
+        max_batch: int = 0,
+        precision: str = "fp32",
+    ) -> ModelFacts:
+        """The model's own facts; ``min_hw`` (default: its minimum side) and the rest limit it further."""
         side = config.min_side
-        return cls(scale=config.scale, window=config.window_size, min_hw=(side, side), family=config.family,
-                   source=source, **limits)  # fmt: skip
+        return cls(scale=config.scale, window=config.window_size, min_hw=min_hw or (side, side), max_hw=max_hw,
+                   max_batch=max_batch, precision=precision, family=config.family, source=source)  # fmt: skip
 
     @classmethod
     def from_model(cls, model: ESCBase, *, source: str = "torch model", precision: str = "fp32") -> ModelFacts:

@@ -101,9 +101,13 @@ def run(args: argparse.Namespace) -> int:
     failed = len(work.unreadable)
     total = sum(plans[job.target].count(job.source.size) for job in work.jobs)
     with runner, tqdm(total=total, unit="tile", disable=True if args.no_progress else None, leave=False) as bar:
+
+        def advance(tiles: int) -> None:
+            bar.update(tiles)
+
         for job in work.jobs:
             try:  # one image at a time: its arrays are freed when upscale_one returns
-                line = upscale_one(job, runner, plans[job.target], quality=args.quality, progress=bar.update)
+                line = upscale_one(job, runner, plans[job.target], quality=args.quality, progress=advance)
             except (ValueError, OSError, RuntimeError) as exc:  # this image only: the others still run
                 where = "" if str(job.source.path) in str(exc) else f"{job.source.path}: "
                 error(f"upscale: {where}{exc}")
