@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from esc.kernel_files import KERNEL_SOURCES, kernel_source_dir
+from esc.kernel_files import KERNEL_SOURCES, find_nvcc, kernel_source_dir
 from esc_deploy.common.command import ArgumentParser, fail
 
 ARCHS = ("90", "80")
@@ -128,12 +128,20 @@ class ToolMissing(RuntimeError):
     pass
 
 
+def nvcc() -> str:
+    """The project's one nvcc search (esc.kernel_files.find_nvcc); ToolMissing without one."""
+    found = find_nvcc()
+    if found is None:
+        raise ToolMissing("nvcc not found on PATH (nor in CUDA_HOME, CUDA_PATH or /usr/local/cuda)")
+    return found
+
+
 def find_tool(name: str) -> str:
     """`name` on PATH, next to nvcc, or in the NVIDIA wheels of this environment (nvidia/cu*/bin)."""
     found = shutil.which(name)
     if found:
         return found
-    nvcc = shutil.which("nvcc")
+    nvcc = find_nvcc()
     candidates = [Path(nvcc).parent / name] if nvcc else []
     for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
         candidates += sorted(Path(base).glob(f"nvidia/cu*/bin/{name}"))
@@ -166,7 +174,7 @@ def compile_cubin(arch: str, workdir: Path, defines: Sequence[str] = ()) -> tupl
     """The kernel as an sm_`arch` cubin, and the ptxas -v report."""
     cubin = workdir / f"kernel_sm{arch}{'_'.join(('', *defines))}.cubin"
     command = [
-        "nvcc", "-std=c++17", "-O3", "-cubin", f"-arch=sm_{arch}", "-Xptxas", "-v",
+        nvcc(), "-std=c++17", "-O3", "-cubin", f"-arch=sm_{arch}", "-Xptxas", "-v",
         *(f"-D{define}" for define in defines), str(kernel_source_dir() / KERNEL_SOURCES[0]), "-o", str(cubin),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -358,7 +366,7 @@ def reference_plans() -> dict[tuple[int, str], tuple[int, int, int, int]]:
         height, width = REFERENCE_MAP
         source.write_text(_PLAN_PROBE % {"height": height, "width": width, "window": WINDOW})
         binary = Path(tmp) / "probe"
-        command = ["nvcc", "-std=c++17", f"-I{kernel_source_dir()}", str(source), "-o", str(binary)]
+        command = [nvcc(), "-std=c++17", f"-I{kernel_source_dir()}", str(source), "-o", str(binary)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
@@ -420,8 +428,7 @@ def analyse(arch: str, workdir: Path, defines: Sequence[str] = ()) -> dict[str, 
 
 def run_report(archs: Sequence[str] = ARCHS, defines: Sequence[str] = ()) -> dict[str, dict[str, BodyReport]]:
     """Per architecture ("sm_90"), per body ("mma", "simt"): the report."""
-    if shutil.which("nvcc") is None:
-        raise ToolMissing("nvcc not found on PATH")
+    nvcc()
     find_tool("nvdisasm")
     with tempfile.TemporaryDirectory() as tmp:
         return {f"sm_{arch}": analyse(arch, Path(tmp), defines) for arch in archs}
