@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -118,17 +118,7 @@ class RunOutputs:
         return cls(header["backend"], outputs, header["seconds"], header["description"])
 
 
-class Runner(Protocol):
-    name: str
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """(1, 3, H, W) float32 -> (1, 3, sH, sW) float32."""
-        ...
-
-    def describe(self) -> str: ...
-
-
-def run_inputs(runner: Runner, inputs: Sequence[InputImage], *, progress: bool = False) -> RunOutputs:
+def run_inputs(runner: NamedRunner, inputs: Sequence[InputImage], *, progress: bool = False) -> RunOutputs:
     """Run every input through ``runner`` (the outputs are float32 numpy arrays)."""
     from tqdm import tqdm
 

@@ -40,8 +40,8 @@ from esc_deploy.validation.backends import (
     REFERENCE,
     Backend,
     Graph,
+    NamedRunner,
     Precision,
-    Runner,
     RunOutputs,
     build_parity_engine,
     export_graphs,
@@ -253,7 +253,7 @@ def _make_runner(
     fp16: Fp16Context,
     options: ParityOptions,
     log: Callable[[str], None],
-) -> Runner:
+) -> NamedRunner:
     backend = r.backend
     if backend.kind == "torch":
         device = options.torch_device
