@@ -65,6 +65,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = callspec.params.get("name") if callspec else None
         if "exports" in getattr(item, "fixturenames", ()) and name in GOLDEN_NAMES:
             item.add_marker(pytest.mark.xdist_group(name))
+        # The kernel's tests wait for one compilation (compile_kernel): on one worker, the other stays free.
+        if "kernel_build" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("kernel"))
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:
                 item.user_properties.append(("unavailable", (marker, reason)))
@@ -182,3 +185,62 @@ def trt11_plugin() -> Path:
 def trt10_plugin() -> Path:
     """The same library built with TensorRT 10.x headers: the wrong major for TensorRT 11 and RTX."""
     return build_plugin(10) / "libesc_trt_plugin.so"
+
+
+# ---------------------------------------------------------------------------------------------- the kernel
+
+KERNEL_ARCHS = ("80", "86", "89", "90")  # the CMake default: SASS for each
+
+
+class KernelBuild:
+    """escWindowAttentionKernel.cu compiled by nvcc for KERNEL_ARCHS in one call (warnings are errors): the
+    object, ptxas -v's report, and each architecture's cubin (kept by nvcc --keep) for the SASS tools."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.object = folder / "escWindowAttentionKernel.o"
+        self.ptxas = (folder / "ptxas.txt").read_text()
+
+    def cubin(self, arch: str) -> Path:
+        return self.folder / f"escWindowAttentionKernel.compute_{arch}.cubin"
+
+
+def compile_kernel() -> KernelBuild:
+    """The kernel compiled once: into build/test-kernel/<key>, keyed on the kernel sources, nvcc's version and the
+    command, so that every test session and xdist worker uses one compilation until a source changes."""
+    import hashlib
+
+    from filelock import FileLock
+
+    from esc.kernel_files import KERNEL_SOURCES, kernel_source_dir
+
+    if shutil.which("nvcc") is None:
+        skip_or_fail("needs the CUDA compiler nvcc on PATH", "nvcc")
+    sources = kernel_source_dir()
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in KERNEL_ARCHS]
+    flags = ["-std=c++17", "-O3", "-c", "-Werror", "all-warnings", "-Xptxas", "-v", *gencode]
+    version = subprocess.run(["nvcc", "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256("\0".join([version, *flags]).encode())
+    for name in KERNEL_SOURCES:
+        key.update(name.encode() + b"\0" + (sources / name).read_bytes())
+    folder = REPO / "build" / "test-kernel" / key.hexdigest()[:16]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "ptxas.txt").is_file():  # written last: a folder without it is an interrupted build
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            command = ["nvcc", *flags, "--keep", "--keep-dir", str(folder), str(sources / KERNEL_SOURCES[0]),
+                       "-o", str(folder / "escWindowAttentionKernel.o")]  # fmt: skip
+            result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+            report = result.stdout + result.stderr
+            assert result.returncode == 0, f"{' '.join(command)} failed:\n{report[-6000:]}"
+            for path in folder.iterdir():  # nvcc --keep's other intermediates (.ii, .ptx, .fatbin...) are not used
+                if path.suffix not in (".cubin", ".o"):
+                    path.unlink()
+            (folder / "ptxas.txt").write_text(report)
+    return KernelBuild(folder)
+
+
+@pytest.fixture(scope="session")
+def kernel_build() -> KernelBuild:
+    return compile_kernel()
