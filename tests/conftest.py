@@ -92,7 +92,11 @@ def load_golden(name: str) -> dict:
 
 
 class ExportCache:
-    """ONNX exports are the slow part of the suite (5-40 s each on 2 cores): export each once."""
+    """ONNX exports are the slow part of the suite (5-40 s each on 2 cores, minutes on a loaded machine): export
+    each once per process. The exports are those of validation/backends.py's export_graphs (with the exporter's
+    per-node metadata, for drift localisation), so that the parity command run by a test in the same process
+    (tests/validation/accuracy) finds them exported; proto() hands out a copy without that metadata, as
+    to_onnx_proto exports by default."""
 
     def __init__(self) -> None:
         self._protos: dict[tuple[str, str, int], object] = {}
@@ -109,12 +113,19 @@ class ExportCache:
     def proto(self, name: str, attention: str = "plugin", opset: int = 18):  # -> onnx.ModelProto
         key = (name, attention, opset)
         if key not in self._protos:
+            import onnx
+
             from esc_deploy.common.command import quiet_exporter_logs
-            from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, to_onnx_proto
+            from esc_deploy.export.onnx_graph.exporter import DEFAULT_OPSET, _strip_metadata
+            from esc_deploy.validation.backends import export_graphs
 
             quiet_exporter_logs()
-            options = OnnxExportOptions(attention=attention, opset=opset)  # type: ignore[arg-type]
-            self._protos[key] = to_onnx_proto(self.model(name), options)
+            # The parity command exports at opset None (the exporter's default): the same cache entry.
+            shared = export_graphs(self.model(name), [attention], opset=None if opset == DEFAULT_OPSET else opset)
+            proto = onnx.ModelProto()
+            proto.CopyFrom(shared[attention])
+            _strip_metadata(proto)
+            self._protos[key] = proto
         return self._protos[key]
 
 
