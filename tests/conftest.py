@@ -249,6 +249,9 @@ def compile_kernel() -> KernelBuild:
                 if path.suffix not in (".cubin", ".o"):
                     path.unlink()
             (folder / "ptxas.txt").write_text(report)
+            for stale in folder.parent.iterdir():  # compilations of earlier sources: never read again
+                if stale.is_dir() and stale != folder:
+                    shutil.rmtree(stale, ignore_errors=True)
     return KernelBuild(folder)
 
 
