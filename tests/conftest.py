@@ -65,6 +65,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = callspec.params.get("name") if callspec else None
         if "exports" in getattr(item, "fixturenames", ()) and name in GOLDEN_NAMES:
             item.add_marker(pytest.mark.xdist_group(name))
+        # The kernel's tests wait for one compilation (compile_kernel): on one worker, the other stays free.
+        if "kernel_build" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("kernel"))
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:
                 item.user_properties.append(("unavailable", (marker, reason)))
@@ -89,7 +92,11 @@ def load_golden(name: str) -> dict:
 
 
 class ExportCache:
-    """ONNX exports are the slow part of the suite (5-40 s each on 2 cores): export each once."""
+    """ONNX exports are the slow part of the suite (5-40 s each on 2 cores, minutes on a loaded machine): export
+    each once per process. The exports are those of validation/backends.py's export_graphs (with the exporter's
+    per-node metadata, for drift localisation), so that the parity command run by a test in the same process
+    (tests/validation/accuracy) finds them exported; proto() hands out a copy without that metadata, as
+    to_onnx_proto exports by default."""
 
     def __init__(self) -> None:
         self._protos: dict[tuple[str, str, int], object] = {}
@@ -106,12 +113,19 @@ class ExportCache:
     def proto(self, name: str, attention: str = "plugin", opset: int = 18):  # -> onnx.ModelProto
         key = (name, attention, opset)
         if key not in self._protos:
+            import onnx
+
             from esc_deploy.common.command import quiet_exporter_logs
-            from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, to_onnx_proto
+            from esc_deploy.export.onnx_graph.exporter import DEFAULT_OPSET, _strip_metadata
+            from esc_deploy.validation.backends import export_graphs
 
             quiet_exporter_logs()
-            options = OnnxExportOptions(attention=attention, opset=opset)  # type: ignore[arg-type]
-            self._protos[key] = to_onnx_proto(self.model(name), options)
+            # The parity command exports at opset None (the exporter's default): the same cache entry.
+            shared = export_graphs(self.model(name), [attention], opset=None if opset == DEFAULT_OPSET else opset)
+            proto = onnx.ModelProto()
+            proto.CopyFrom(shared[attention])
+            _strip_metadata(proto)
+            self._protos[key] = proto
         return self._protos[key]
 
 
@@ -182,3 +196,65 @@ def trt11_plugin() -> Path:
 def trt10_plugin() -> Path:
     """The same library built with TensorRT 10.x headers: the wrong major for TensorRT 11 and RTX."""
     return build_plugin(10) / "libesc_trt_plugin.so"
+
+
+# ---------------------------------------------------------------------------------------------- the kernel
+
+KERNEL_ARCHS = ("80", "86", "89", "90")  # the CMake default: SASS for each
+
+
+class KernelBuild:
+    """escWindowAttentionKernel.cu compiled by nvcc for KERNEL_ARCHS in one call (warnings are errors): the
+    object, ptxas -v's report, and each architecture's cubin (kept by nvcc --keep) for the SASS tools."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.object = folder / "escWindowAttentionKernel.o"
+        self.ptxas = (folder / "ptxas.txt").read_text()
+
+    def cubin(self, arch: str) -> Path:
+        return self.folder / f"escWindowAttentionKernel.compute_{arch}.cubin"
+
+
+def compile_kernel() -> KernelBuild:
+    """The kernel compiled once: into build/test-kernel/<key>, keyed on the kernel sources, nvcc's version and the
+    command, so that every test session and xdist worker uses one compilation until a source changes."""
+    import hashlib
+
+    from filelock import FileLock
+
+    from esc.kernel_files import KERNEL_SOURCES, kernel_source_dir
+
+    if shutil.which("nvcc") is None:
+        skip_or_fail("needs the CUDA compiler nvcc on PATH", "nvcc")
+    sources = kernel_source_dir()
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in KERNEL_ARCHS]
+    flags = ["-std=c++17", "-O3", "-c", "-Werror", "all-warnings", "-Xptxas", "-v", *gencode]
+    version = subprocess.run(["nvcc", "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256("\0".join([version, *flags]).encode())
+    for name in KERNEL_SOURCES:
+        key.update(name.encode() + b"\0" + (sources / name).read_bytes())
+    folder = REPO / "build" / "test-kernel" / key.hexdigest()[:16]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "ptxas.txt").is_file():  # written last: a folder without it is an interrupted build
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            command = ["nvcc", *flags, "--keep", "--keep-dir", str(folder), str(sources / KERNEL_SOURCES[0]),
+                       "-o", str(folder / "escWindowAttentionKernel.o")]  # fmt: skip
+            result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+            report = result.stdout + result.stderr
+            assert result.returncode == 0, f"{' '.join(command)} failed:\n{report[-6000:]}"
+            for path in folder.iterdir():  # nvcc --keep's other intermediates (.ii, .ptx, .fatbin...) are not used
+                if path.suffix not in (".cubin", ".o"):
+                    path.unlink()
+            (folder / "ptxas.txt").write_text(report)
+            for stale in folder.parent.iterdir():  # compilations of earlier sources: never read again
+                if stale.is_dir() and stale != folder:
+                    shutil.rmtree(stale, ignore_errors=True)
+    return KernelBuild(folder)
+
+
+@pytest.fixture(scope="session")
+def kernel_build() -> KernelBuild:
+    return compile_kernel()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -11,11 +14,20 @@ from esc_deploy import cli
 from tests.conftest import REPO
 
 
-def test_every_subcommand_is_a_stage_main() -> None:
-    import importlib
+def help_options(main: Callable[[list[str]], int], argv: list[str], capsys: pytest.CaptureFixture[str]) -> set[str]:
+    """The long options a command's --help lists (it must exit 0)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0, argv
+    return set(re.findall(r"--[a-z][\w-]*", capsys.readouterr().out))
 
+
+def test_every_subcommand_is_a_stage_main(capsys: pytest.CaptureFixture[str]) -> None:
+    """`esc-deploy NAME --help` is answered by the stage's own parser: the options it lists are the module's."""
     for name, (module, _) in cli.SUBCOMMANDS.items():
-        assert callable(importlib.import_module(module).main), name
+        stage = help_options(importlib.import_module(module).main, ["--help"], capsys)
+        assert help_options(cli.main, [name, "--help"], capsys) == stage, name
+        assert stage - {"--help"}, f"{name}: no option of its own in --help"
     assert cli.main([]) == 2 and cli.main(["--help"]) == 0
 
 

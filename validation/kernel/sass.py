@@ -183,15 +183,16 @@ def compile_cubin(arch: str, workdir: Path, defines: Sequence[str] = ()) -> tupl
     return cubin, result.stdout + result.stderr
 
 
-def parse_ptxas(report: str) -> dict[str, tuple[int, int]]:
-    """Function -> (registers, spill bytes stored + loaded) from ptxas -v."""
+def parse_ptxas(report: str, arch: str | None = None) -> dict[str, tuple[int, int]]:
+    """Function -> (registers, spill bytes stored + loaded) from ptxas -v; where the report covers several
+    architectures (one nvcc call for all), those of sm_`arch`."""
     resources: dict[str, tuple[int, int]] = {}
     current = None
     spills = 0
     for line in report.splitlines():
-        match = re.search(r"Compiling entry function '(\S+)'", line)
+        match = re.search(r"Compiling entry function '(\S+)'(?: for 'sm_(\w+)')?", line)
         if match:
-            current = match.group(1)
+            current = match.group(1) if arch is None or match.group(2) == arch else None
             continue
         match = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
         if match and current:
@@ -395,7 +396,12 @@ def select_function(names: Sequence[str], body: str) -> str:
 
 def analyse(arch: str, workdir: Path, defines: Sequence[str] = ()) -> dict[str, BodyReport]:
     cubin, ptxas = compile_cubin(arch, workdir, defines)
-    resources = parse_ptxas(ptxas)
+    return analyse_cubin(arch, cubin, ptxas)
+
+
+def analyse_cubin(arch: str, cubin: Path, ptxas: str) -> dict[str, BodyReport]:
+    """The report of a compiled sm_`arch` cubin and the ptxas -v output of its compilation."""
+    resources = parse_ptxas(ptxas, arch)
     functions = disassemble(cubin)
     plans = reference_plans()
     reports = {}

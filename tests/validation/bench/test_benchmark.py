@@ -20,13 +20,14 @@ from tests.conftest import GOLDEN_DIR
 
 CHECKPOINT = (
     GOLDEN_DIR / "real_x4.pth"
-)  # shares its ONNX export with tests/validation/accuracy/test_run.py in one pytest process
+)  # shares its ONNX exports with the other real_x4 tests in one pytest process (one xdist worker)
 # The opset-23 graph is another export of this checkpoint (20 s): test_opset23.py runs it on the tiny one.
 REPORT_BACKENDS = [b for b in BACKENDS if b != "onnxruntime-opset23"]
 DELAY_S = 0.2
 SPIN_CYCLES = 2_000_000_000  # torch.cuda._sleep: about a second of GPU clock cycles
 
 
+@pytest.mark.xdist_group("real_x4")  # with the other real_x4 exports (tests/conftest.py's ExportCache)
 def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--checkpoint", str(CHECKPOINT), "--output-size", "128x96", "--dtype", "fp32", "--device", "cpu"]
     argv += ["--backends", ",".join(REPORT_BACKENDS)]

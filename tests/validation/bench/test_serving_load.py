@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +12,23 @@ from esc_deploy.validation.bench.serving_load import BEGIN, END, BenchOptions, p
 
 
 def test_run_clients_spreads_requests_and_runs_them_concurrently() -> None:
-    seen: list[str] = []
+    """Each client's first call waits until all four are inside a call at once: clients run one after another
+    (or fewer threads than asked) break the barrier, and run_clients raises; no sleep, no timing."""
+    all_inside = threading.Barrier(4, timeout=30)
+    calls: dict[str, int] = {}
     lock = threading.Lock()
 
     def call(_: np.ndarray) -> None:
+        name = threading.current_thread().name
         with lock:
-            seen.append(threading.current_thread().name)
-        time.sleep(0.02)
+            calls[name] = calls.get(name, 0) + 1
+            first = calls[name] == 1
+        if first:
+            all_inside.wait()
 
     wall, latencies = run_clients(call, 4, 10, np.zeros(1))
-    assert len(latencies) == 10 and len(set(seen)) == 4
-    assert wall < sum(latencies)  # overlapped, not one after another
+    assert sorted(calls.values()) == [2, 2, 3, 3]  # 10 requests spread over 4 clients
+    assert len(latencies) == 10 and all(latency >= 0 for latency in latencies) and wall > 0
 
 
 def test_report_section_is_replaced(tmp_path: Path) -> None:

@@ -1,28 +1,31 @@
 """The SASS instruction counter (validation/kernel_sass.py): its JSON schema, and that it sees one instruction.
 
-Compiles the kernel for sm_90 only (twice: as built, and with ESC_SASS_PROBE, which adds one MUFU.EX2 to each
-tile of the tensor-core body's main loop). Needs nvcc and nvdisasm (the dev extra's nvidia-cuda-nvdisasm).
+Reads the kernel's sm_90 cubin as built (tests/conftest.py's compile_kernel, the compilation test_kernel_build
+checks) and compiles it once more for sm_90 with ESC_SASS_PROBE, which adds one MUFU.EX2 to each tile of the
+tensor-core body's main loop. Needs nvcc and nvdisasm (the dev extra's nvidia-cuda-nvdisasm).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from esc_deploy.validation.kernel import sass as kernel_sass
+from tests.conftest import KernelBuild
 
 pytestmark = pytest.mark.nvcc
 
 
 @pytest.fixture(scope="module")
-def reports() -> tuple[dict, dict]:
+def reports(kernel_build: KernelBuild, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     try:
         kernel_sass.find_tool("nvdisasm")
     except kernel_sass.ToolMissing as error:
         pytest.fail(f"{error}: it is in the dev extra")
-    plain = kernel_sass.run_report(("90",))["sm_90"]
-    probed = kernel_sass.run_report(("90",), ("ESC_SASS_PROBE",))["sm_90"]
+    plain = kernel_sass.analyse_cubin("90", kernel_build.cubin("90"), kernel_build.ptxas)
+    probed = kernel_sass.analyse("90", Path(tmp_path_factory.mktemp("sass")), ("ESC_SASS_PROBE",))
     return plain, probed
 
 
@@ -68,3 +71,10 @@ def test_occupancy_rules() -> None:
     assert kernel_sass.blocks_per_sm("90", registers=96, threads=256, shared_bytes=14704) == 2
     assert kernel_sass.blocks_per_sm("90", registers=80, threads=256, shared_bytes=14704) == 3
     assert kernel_sass.blocks_per_sm("90", registers=32, threads=256, shared_bytes=100_000) == 2
+
+
+def test_ptxas_report_is_read_per_architecture(kernel_build: KernelBuild) -> None:
+    """One nvcc call reports every architecture's kernels under the same names: each is read on its own."""
+    per_arch = {arch: kernel_sass.parse_ptxas(kernel_build.ptxas, arch) for arch in ("80", "90")}
+    assert len(per_arch["80"]) == len(per_arch["90"]) == 34
+    assert per_arch["80"] != per_arch["90"]  # sm_80 and sm_90 allocate registers differently
