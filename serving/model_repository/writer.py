@@ -26,7 +26,6 @@ batch dimension is part of dims. The ONNX Runtime variants have limits of their 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -161,6 +160,23 @@ class RepoSpec:
             params.update(self.engine_parameters())
         return params
 
+    def warmup_sizes(self, variant: Variant) -> list[tuple[str, tuple[int, int]]]:
+        """The ``model_warmup`` samples (zeros, batch 1): the smallest input and the largest tile, so that
+        neither the first small nor the first large request pays for the runtime's warm-up."""
+        params = self.parameters(variant)
+        low, high = (_hw_text(params[key]) for key in (PARAM_MIN_HW, PARAM_MAX_HW))
+        return [("minimum", low)] + ([("maximum tile", high)] if high != low else [])
+
+    def compute_capabilities(self) -> tuple[str, ...]:
+        """The compute capabilities the engine runs on (``cc_model_filenames`` keys): the GPU it was built
+        on (TensorRT), or the ones it was built for (TensorRT for RTX)."""
+        if self.sidecar is None:
+            return ()
+        target = self.sidecar.target
+        if target.gpu is not None:
+            return (target.gpu.compute_capability_text,)
+        return target.compute_capabilities
+
     def engine_parameters(self) -> dict[str, str]:
         """What the server must match to run the engine: runtime flavour and version, target, precision."""
         if self.sidecar is None:
@@ -171,6 +187,12 @@ class RepoSpec:
             "engine_target": self.sidecar.target.describe(),
             "engine_precision": self.sidecar.precision.value,
         }
+
+
+def _hw_text(text: str) -> tuple[int, int]:
+    """'32,32' (a parameter's value) -> (32, 32)."""
+    h, w = (int(v) for v in text.split(","))
+    return h, w
 
 
 def format_hw(hw: tuple[int, int]) -> str:
@@ -251,36 +273,48 @@ def check_onnx(path: Path, input_name: str, output_name: str) -> None:
             raise ValueError(f"{path}: expected {kind} {expected!r} of rank 4 [B, 3, H, W], found rank {rank}")
 
 
-def _tensor(name: str, dims: list[int]) -> str:
-    shape = ", ".join(map(str, dims))
-    return f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {shape} ]\n  }}'
-
-
-_BACKEND_LINE = {
-    "plan": 'platform: "tensorrt_plan"',
-    "onnx": 'platform: "onnxruntime_onnx"',
-    "python": 'backend: "python"',
+_BACKEND = {
+    "plan": ("platform", "tensorrt_plan"),
+    "onnx": ("platform", "onnxruntime_onnx"),
+    "python": ("backend", "python"),
 }
 _KIND = {"plan": "KIND_GPU", "onnx": "KIND_CPU", "python": "KIND_AUTO"}
+PLAN_FILE = "model.plan"
 
 
-def model_config(spec: RepoSpec, variant: Variant) -> str:
-    """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
+def model_config(spec: RepoSpec, variant: Variant) -> Any:
+    """Triton's ``ModelConfig`` (tritonclient's protobuf) of one tensor variant: built as the schema says,
+    written by :func:`config_text`, so that a field Triton does not know cannot be written."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
     max_batch, dims = spec.batch_layout(variant)
+    field, value = _BACKEND[variant]
+    config = pb.ModelConfig(name=spec.model_name(variant), max_batch_size=max_batch, **{field: value})
+    config.input.add(name=spec.input_name, data_type=pb.TYPE_FP32, dims=dims)
+    config.output.add(name=spec.output_name, data_type=pb.TYPE_FP32, dims=dims)
     count = spec.instances if variant == "plan" else 1
-    lines = [
-        f'name: "{spec.model_name(variant)}"',
-        _BACKEND_LINE[variant],
-        f"max_batch_size: {max_batch}",
-        f"input [\n{_tensor(spec.input_name, dims)}\n]",
-        f"output [\n{_tensor(spec.output_name, dims)}\n]",
-        f"instance_group [\n  {{\n    kind: {_KIND[variant]}\n    count: {count}\n  }}\n]",
-    ]
+    config.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(_KIND[variant]), count=count)
     if max_batch > 1:
-        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {spec.queue_delay_us}\n}}")
-    for key, value in spec.parameters(variant).items():
-        lines.append(f'parameters {{\n  key: "{key}"\n  value {{ string_value: {json.dumps(value)} }}\n}}')
-    return "\n".join(lines) + "\n"
+        config.dynamic_batching.max_queue_delay_microseconds = spec.queue_delay_us
+    for key, text in spec.parameters(variant).items():
+        config.parameters[key].string_value = text
+    if variant == "plan":
+        for cc in spec.compute_capabilities():
+            config.cc_model_filenames[cc] = PLAN_FILE
+    for label, hw in spec.warmup_sizes(variant):
+        warmup = config.model_warmup.add(name=f"{label} {format_hw(hw)}", batch_size=1 if max_batch else 0)
+        shape = dims[:-2] + list(hw) if max_batch else [1 if d == -1 else d for d in dims[:-2]] + list(hw)
+        warmup.inputs[spec.input_name].CopyFrom(
+            pb.ModelWarmup.Input(data_type=pb.TYPE_FP32, dims=shape, zero_data=True)
+        )
+    return config
+
+
+def config_text(config: Any) -> str:
+    """config.pbtxt: protobuf's text format of a ``ModelConfig``."""
+    from google.protobuf import text_format
+
+    return str(text_format.MessageToString(config))
 
 
 def launch_command(repo: Path, plugin: Path | None) -> list[str]:
@@ -338,10 +372,10 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
         for variant in spec.selected:
             folder = tmp / spec.model_name(variant)
             (folder / "1").mkdir(parents=True)
-            (folder / "config.pbtxt").write_text(model_config(spec, variant))
+            (folder / "config.pbtxt").write_text(config_text(model_config(spec, variant)))
             if variant == "plan":
                 assert spec.engine is not None
-                shutil.copyfile(spec.engine, folder / "1" / "model.plan")
+                shutil.copyfile(spec.engine, folder / "1" / PLAN_FILE)
             else:
                 assert spec.onnx is not None
                 shutil.copyfile(spec.onnx, folder / "1" / "model.onnx")

@@ -27,7 +27,7 @@ from esc_deploy.serving.client.triton_io import (
     upscale_image,
     write_image,
 )
-from esc_deploy.serving.model_repository.writer import model_config, spec_from_files
+from esc_deploy.serving.model_repository.writer import config_text, model_config, spec_from_files
 from tests.export.trt.sidecars import build_engine_for, write_stand_in_onnx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_model_info_from_generated_config(tmp_path: Path) -> None:
     spec = spec_from_files(engine=engine, onnx=onnx, ort_max_input=(48, 64))
     infos = {}
     for variant in spec.selected:
-        message = text_format.Parse(model_config(spec, variant), model_config_pb2.ModelConfig())
+        message = text_format.Parse(config_text(model_config(spec, variant)), model_config_pb2.ModelConfig())
         config = json.loads(json_format.MessageToJson(message, preserving_proto_field_name=True))
         infos[variant] = parse_model_info(config)
     assert infos["plan"] == ModelInfo(name="esc-light_x4", input_name="input", output_name="output",

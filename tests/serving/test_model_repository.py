@@ -14,7 +14,7 @@ import pytest
 
 from esc_deploy.export.trt.sidecar import EngineSidecar
 from esc_deploy.serving.model_repository import writer as triton_repo
-from esc_deploy.serving.model_repository.writer import make_repository, model_config, spec_from_files
+from esc_deploy.serving.model_repository.writer import config_text, make_repository, model_config, spec_from_files
 from tests.export.trt.sidecars import build_engine_for, write_stand_in_onnx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +87,9 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
         "engine_precision": "fp32",
     }
 
+    assert dict(plan.cc_model_filenames) == {"8.9": "model.plan"}  # the sidecar's target
+    assert _warmups(plan) == [("minimum 32x32", 1, [3, 32, 32]), ("maximum tile 96x96", 1, [3, 96, 96])]
+
     ort_params = {
         "esc_min_input_hw": "17,17",  # the model's minimum side, not the engine's profile
         "esc_max_input_hw": "256,256",  # the ONNX Runtime variants' own default limit
@@ -107,6 +110,19 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
     assert [(t.name, list(t.dims)) for t in python.output] == [("output", [3, -1, -1])]
     assert python.max_batch_size == 2 and python.HasField("dynamic_batching")
     assert params_of(python) == ort_params
+    for config in (cpu, python):
+        assert _warmups(config) == [("minimum 17x17", 1, [3, 17, 17]), ("maximum tile 256x256", 1, [3, 256, 256])]
+        assert not config.cc_model_filenames
+
+
+def _warmups(config: Any) -> list[tuple[str, int, list[int]]]:
+    """(name, batch, dims) of each zero-filled warm-up sample of the model's one input."""
+    out = []
+    for warmup in config.model_warmup:
+        (sample,) = warmup.inputs.values()
+        assert sample.zero_data and sample.data_type == 11  # TYPE_FP32
+        out.append((warmup.name, warmup.batch_size, list(sample.dims)))
+    return out
 
 
 def test_onnx_alone_gives_a_cpu_repository(tmp_path: Path, onnx_model: Path) -> None:
@@ -161,7 +177,7 @@ def test_launch_commands(tmp_path: Path, engine: Path, plugin: Path) -> None:
 def test_batch_layout(tmp_path: Path, onnx_model: Path, profile: str, max_batch: int | None, expected: tuple) -> None:
     spec = spec_from_files(engine=build_engine_for(onnx_model, tmp_path, profile=profile), max_batch=max_batch)
     assert spec.batch_layout("plan") == expected
-    config = parse_config(model_config(spec, "plan"))
+    config = parse_config(config_text(model_config(spec, "plan")))
     assert config.max_batch_size == expected[0] and list(config.input[0].dims) == expected[1]
     assert config.HasField("dynamic_batching") == (expected[0] > 1)
 
