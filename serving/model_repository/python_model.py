@@ -39,7 +39,10 @@ _set_destructor.argtypes, _set_destructor.restype = [ctypes.py_object, ctypes.c_
 
 def to_triton(name: str, array: np.ndarray) -> Any:
     """``array`` as the stub's output tensor ``name``, by DLPack (see the module docstring for why)."""
-    capsule = np.ascontiguousarray(array).__dlpack__()
+    contiguous = np.ascontiguousarray(array)
+    if not contiguous.flags.writeable:  # DLPack 0.8, the stub's, cannot say read-only
+        contiguous = contiguous.copy()
+    capsule = contiguous.__dlpack__()
     tensor = pb_utils.Tensor.from_dlpack(name, capsule)
     if _capsule_name(capsule) == _CONSUMED:
         _set_destructor(capsule, None)  # the stub's now: numpy must not release it, nor complain

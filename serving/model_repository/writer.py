@@ -12,7 +12,14 @@ Layout written by :func:`make_repository` (``DIR`` is the model repository itsel
     DIR/launch_triton.sh                 the exact tritonserver command (plugin via --backend-config)
     DIR/docker_triton.sh                 the same inside the Triton container
 
+    DIR/<name>_image/config.pbtxt        backend python: an image in, the image upscaled out (UINT8 HWC)
+    DIR/<name>_image/1/model.py          serving/model_repository/image_model.py, BLS to the tensor model
+    DIR/<name>_image/1/esc_tiling.py     esc/tiling.py: the tile plan, the same code as everywhere else
+    DIR/<name>_image_bytes/...           the same model for encoded files: PNG/JPEG bytes in, PNG bytes out
+
 Triton only treats sub-folders as models, so the two scripts at the top level are ignored by it.
+The image models call the tensor model ``image_target`` (default: the plan where there is one, else the
+Python variant, which every Triton can load) and take its limits (tile, minimum, batch).
 
 Facts travel, nobody is asked for them again: the model's ``ESCConfig`` (scale, window, minimum side)
 comes from the ONNX metadata ``esc.config`` written by the exporter, or from the engine's sidecar,
@@ -35,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+import esc.tiling
 from esc.config import ESCConfig
 from esc_deploy.export.shape_profile import CHANNELS
 from esc_deploy.export.trt.options import INPUT_NAME, OUTPUT_NAME  # the exporter's names, the engine's defaults
@@ -43,11 +51,20 @@ if TYPE_CHECKING:
     from esc_deploy.export.trt.sidecar import EngineSidecar
 
 Variant = Literal["plan", "onnx", "python"]
+ImageIO = Literal["pixels", "encoded"]
+IMAGE_SUFFIX: dict[ImageIO, str] = {"pixels": "_image", "encoded": "_image_bytes"}
+IMAGE_MODEL = Path(__file__).with_name("image_model.py")
+IMAGE_TENSOR = "IMAGE"  # the image models' input and output
+# 2048x2048 input pixels: the x4 output's float32 accumulator then holds 805 MB (twice that with alpha).
+DEFAULT_IMAGE_MAX_PIXELS = 2048 * 2048
+DEFAULT_IMAGE_OVERLAP = 32  # input pixels, as esc-deploy upscale
+DEFAULT_IMAGE_INSTANCES = 2  # images in flight at once: their tiles meet in the tensor model's batches
 VARIANTS: tuple[Variant, ...] = get_args(Variant)
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
 CONTAINER_REPO = "/models"
 CONTAINER_PLUGINS = "/plugins"
 PYTHON_MODEL = Path(__file__).with_name("python_model.py")
+TILING_MODULE = Path(esc.tiling.__file__)
 # The ONNX Runtime variants' own limits. Memory bounds them: ONNX Runtime on the CPU peaks at about
 # 3.6 GiB per 256x256 ESC-light image (a batch of 4 such tiles was OOM-killed at 22 GiB).
 DEFAULT_ORT_MAX_BATCH = 2
@@ -81,6 +98,11 @@ class RepoSpec:
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
     triton_image: str = DEFAULT_TRITON_IMAGE
+    image: bool = True  # the image models (<name>_image, <name>_image_bytes)
+    image_target: Variant | None = None  # None: plan if written, else python, else onnx
+    image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS
+    image_overlap: int = DEFAULT_IMAGE_OVERLAP
+    image_instances: int = DEFAULT_IMAGE_INSTANCES
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -111,6 +133,26 @@ class RepoSpec:
             raise ValueError("nothing to serve: give an ONNX file, an engine, or both")
         if "plan" in wanted:
             self.batch_layout("plan")  # validates max_batch against the profile
+        if self.image:
+            target = self.tensor_target
+            if target not in wanted:
+                raise ValueError(f"the image models call the {target!r} variant, which is not written")
+            for label, value in (("image max pixels", self.image_max_pixels), ("instances", self.image_instances)):
+                if value < 1:
+                    raise ValueError(f"{label} must be >= 1, got {value}")
+            if self.image_overlap < 0:
+                raise ValueError(f"image tile overlap must be >= 0, got {self.image_overlap}")
+
+    @property
+    def tensor_target(self) -> Variant:
+        """The tensor model the image models send their tiles to."""
+        if self.image_target is not None:
+            return self.image_target
+        return next(v for v in ("plan", "python", "onnx") if v in self.selected)
+
+    @property
+    def image_models(self) -> tuple[str, ...]:
+        return tuple(self.name + IMAGE_SUFFIX[io] for io in get_args(ImageIO)) if self.image else ()
 
     def _available(self) -> tuple[Variant, ...]:
         return tuple(v for v in VARIANTS if (v == "plan" and self.engine) or (v != "plan" and self.onnx))
@@ -310,6 +352,31 @@ def model_config(spec: RepoSpec, variant: Variant) -> Any:
     return config
 
 
+def image_config(spec: RepoSpec, io: ImageIO) -> Any:
+    """The image model's ``ModelConfig``: UINT8 pixels [H, W, C] (or a file's bytes [N]) in and out,
+    with the tensor model's name, I/O and limits, and the tile plan's settings, in ``parameters``."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    target = spec.tensor_target
+    dims = [-1, -1, -1] if io == "pixels" else [-1]
+    config = pb.ModelConfig(name=spec.name + IMAGE_SUFFIX[io], backend="python", max_batch_size=0)
+    config.input.add(name=IMAGE_TENSOR, data_type=pb.TYPE_UINT8, dims=dims)
+    config.output.add(name=IMAGE_TENSOR, data_type=pb.TYPE_UINT8, dims=dims)
+    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=spec.image_instances)
+    params = spec.parameters(target) | {
+        "esc_image_io": io,
+        "esc_max_pixels": str(spec.image_max_pixels),
+        "esc_tile_overlap": str(spec.image_overlap),
+        "esc_tensor_model": spec.model_name(target),
+        "esc_tensor_input": spec.input_name,
+        "esc_tensor_output": spec.output_name,
+        "esc_tensor_max_batch": str(max(1, spec.batch_layout(target)[0])),
+    }
+    for key, text in params.items():
+        config.parameters[key].string_value = text
+    return config
+
+
 def config_text(config: Any) -> str:
     """config.pbtxt: protobuf's text format of a ``ModelConfig``."""
     from google.protobuf import text_format
@@ -338,7 +405,7 @@ def docker_command(repo: Path, plugin: Path | None, image: str) -> list[str]:
 
 
 def _script(cmd: list[str], spec: RepoSpec, where: str) -> str:
-    models = ", ".join(spec.model_name(v) for v in spec.selected)
+    models = ", ".join([spec.model_name(v) for v in spec.selected] + list(spec.image_models))
     text = f"#!/bin/sh\n# Generated by serving/make_triton_repo.py: serves {models} {where}.\n"
     if spec.sidecar is not None:
         sidecar = spec.sidecar
@@ -381,6 +448,12 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
                 shutil.copyfile(spec.onnx, folder / "1" / "model.onnx")
             if variant == "python":
                 shutil.copyfile(PYTHON_MODEL, folder / "1" / "model.py")
+        for io in get_args(ImageIO) if spec.image else ():
+            folder = tmp / (spec.name + IMAGE_SUFFIX[io])
+            (folder / "1").mkdir(parents=True)
+            (folder / "config.pbtxt").write_text(config_text(image_config(spec, io)))
+            shutil.copyfile(IMAGE_MODEL, folder / "1" / "model.py")
+            shutil.copyfile(TILING_MODULE, folder / "1" / "esc_tiling.py")
         for file, cmd, where in (
             ("launch_triton.sh", launch, "with tritonserver on this machine"),
             ("docker_triton.sh", docker, f"in {spec.triton_image}"),
@@ -392,7 +465,7 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    models = tuple(spec.model_name(v) for v in spec.selected)
+    models = tuple(spec.model_name(v) for v in spec.selected) + spec.image_models
     return RepoResult(repo=output, models=models, launch=launch, docker=docker)
 
 

@@ -53,7 +53,13 @@ def plugin(tmp_path: Path) -> Path:
 def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Path, onnx_model: Path) -> None:
     result = make_repository(spec_from_files(engine=engine, plugin=plugin, onnx=onnx_model), tmp_path / "repo")
     repo = result.repo
-    assert result.models == ("esc-light_x4", "esc-light_x4_onnx", "esc-light_x4_python")
+    assert result.models == (
+        "esc-light_x4",
+        "esc-light_x4_onnx",
+        "esc-light_x4_python",
+        "esc-light_x4_image",
+        "esc-light_x4_image_bytes",
+    )
     assert (repo / "esc-light_x4" / "1" / "model.plan").read_bytes() == engine.read_bytes()
     for variant in ("onnx", "python"):
         assert (repo / f"esc-light_x4_{variant}" / "1" / "model.onnx").read_bytes() == onnx_model.read_bytes()
@@ -61,10 +67,15 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
     assert sorted(p.name for p in repo.iterdir()) == [
         "docker_triton.sh",
         "esc-light_x4",
+        "esc-light_x4_image",
+        "esc-light_x4_image_bytes",
         "esc-light_x4_onnx",
         "esc-light_x4_python",
         "launch_triton.sh",
     ]
+    for image in ("esc-light_x4_image", "esc-light_x4_image_bytes"):
+        assert (repo / image / "1" / "model.py").read_text() == triton_repo.IMAGE_MODEL.read_text()
+        assert (repo / image / "1" / "esc_tiling.py").read_text() == triton_repo.TILING_MODULE.read_text()
 
     sidecar = EngineSidecar.read(engine)
     plan = parse_config((repo / "esc-light_x4" / "config.pbtxt").read_text())
@@ -114,6 +125,23 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
         assert _warmups(config) == [("minimum 17x17", 1, [3, 17, 17]), ("maximum tile 256x256", 1, [3, 256, 256])]
         assert not config.cc_model_filenames
 
+    images = (("esc-light_x4_image", "pixels", [-1, -1, -1]), ("esc-light_x4_image_bytes", "encoded", [-1]))
+    for image, io, dims in images:
+        config = parse_config((repo / image / "config.pbtxt").read_text())
+        assert config.backend == "python" and config.max_batch_size == 0
+        assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("IMAGE", 2, dims)]  # TYPE_UINT8
+        assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("IMAGE", 2, dims)]
+        assert config.instance_group[0].count == 2 and not config.model_warmup
+        assert params_of(config) == params_of(plan) | {  # the tensor model's facts and limits: the plan's
+            "esc_image_io": io,
+            "esc_max_pixels": str(2048 * 2048),
+            "esc_tile_overlap": "32",
+            "esc_tensor_model": "esc-light_x4",
+            "esc_tensor_input": "input",
+            "esc_tensor_output": "output",
+            "esc_tensor_max_batch": "4",
+        }
+
 
 def _warmups(config: Any) -> list[tuple[str, int, list[int]]]:
     """(name, batch, dims) of each zero-filled warm-up sample of the model's one input."""
@@ -130,6 +158,8 @@ def test_onnx_alone_gives_a_cpu_repository(tmp_path: Path, onnx_model: Path) -> 
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == [
         "docker_triton.sh",
+        "esc-light_x4_image",
+        "esc-light_x4_image_bytes",
         "esc-light_x4_onnx",
         "esc-light_x4_python",
         "launch_triton.sh",
@@ -137,11 +167,29 @@ def test_onnx_alone_gives_a_cpu_repository(tmp_path: Path, onnx_model: Path) -> 
     assert "serving/triton_server.py --repository" in proc.stdout
     config = parse_config((tmp_path / "repo" / "esc-light_x4_python" / "config.pbtxt").read_text())
     assert params_of(config)["esc_max_input_hw"] == "128,192" and params_of(config)["esc_scale"] == "4"
+    image = params_of(parse_config((tmp_path / "repo" / "esc-light_x4_image" / "config.pbtxt").read_text()))
+    assert image["esc_tensor_model"] == "esc-light_x4_python"  # no plan: the variant every Triton can load
+    assert image["esc_max_input_hw"] == "128,192"
+
+
+def test_image_model_options(tmp_path: Path, onnx_model: Path) -> None:
+    proc = _cli("--onnx", str(onnx_model), "--output", str(tmp_path / "repo"), "--image-target", "onnx",
+                "--image-max-pixels", "1000", "--image-overlap", "8")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    image = params_of(parse_config((tmp_path / "repo" / "esc-light_x4_image" / "config.pbtxt").read_text()))
+    assert (image["esc_tensor_model"], image["esc_max_pixels"], image["esc_tile_overlap"]) == (
+        "esc-light_x4_onnx", "1000", "8"
+    )  # fmt: skip
+    proc = _cli("--onnx", str(onnx_model), "--output", str(tmp_path / "bare"), "--no-image")
+    assert proc.returncode == 0 and not list((tmp_path / "bare").glob("*_image*"))
+    proc = _cli("--onnx", str(onnx_model), "--output", str(tmp_path / "bad"), "--image-target", "plan")
+    assert proc.returncode == 2 and "the image models call the 'plan' variant, which is not written" in proc.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_variants_can_be_chosen(tmp_path: Path, engine: Path, onnx_model: Path) -> None:
     spec = spec_from_files(engine=engine, onnx=onnx_model, variants=("plan", "python"))
-    assert make_repository(spec, tmp_path / "repo").models == ("esc-light_x4", "esc-light_x4_python")
+    assert make_repository(spec, tmp_path / "repo").models[:2] == ("esc-light_x4", "esc-light_x4_python")
     with pytest.raises(ValueError, match="variant 'plan' needs an engine"):
         spec_from_files(onnx=onnx_model, variants=("plan",))
     with pytest.raises(ValueError, match="nothing to serve"):
@@ -150,7 +198,7 @@ def test_variants_can_be_chosen(tmp_path: Path, engine: Path, onnx_model: Path) 
 
 def test_launch_commands(tmp_path: Path, engine: Path, plugin: Path) -> None:
     result = make_repository(spec_from_files(engine=engine, plugin=plugin), tmp_path / "repo")
-    assert result.models == ("esc-light_x4",)  # the model's facts from the sidecar alone
+    assert result.models == ("esc-light_x4", "esc-light_x4_image", "esc-light_x4_image_bytes")  # facts: the sidecar
     assert result.launch == [
         "tritonserver",
         f"--model-repository={tmp_path.resolve() / 'repo'}",
@@ -225,7 +273,13 @@ def test_overwrite(tmp_path: Path, engine: Path) -> None:
     with pytest.raises(ValueError, match="already exists"):
         make_repository(spec_from_files(engine=engine), out)
     make_repository(spec_from_files(engine=engine, name="renamed"), out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["docker_triton.sh", "launch_triton.sh", "renamed"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "docker_triton.sh",
+        "launch_triton.sh",
+        "renamed",
+        "renamed_image",
+        "renamed_image_bytes",
+    ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -1,0 +1,197 @@
+"""The image models against the real tritonserver 2.51: send a picture, get the picture upscaled.
+
+`<name>_image` takes UINT8 pixels [H, W, C] and `<name>_image_bytes` a file's bytes; both tile on the
+window grid and send the tiles by BLS to the repository's Python tensor model (ONNX Runtime on the CPU).
+Their results are compared with `esc-deploy upscale --backend onnxruntime` on the same file, with the
+same tile plan (tile 48 = the tensor model's largest input, overlap 16): identical in 8 bits.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from esc.tiling import upscale_tiled
+from esc_deploy.serving.client.triton_io import padded
+from tests.serving.fixtures import IMAGE_OVERLAP, MAX_TILE, SERVED_CHECKPOINT, Served
+
+pytestmark = pytest.mark.xdist_group(SERVED_CHECKPOINT)
+
+PROTOCOLS = ["http", "grpc"]
+
+
+def _module(protocol: str):  # -> tritonclient.http or tritonclient.grpc
+    if protocol == "http":
+        import tritonclient.http as module
+    else:
+        import tritonclient.grpc as module
+    return module
+
+
+def infer_image(served: Served, protocol: str, model: str, data: np.ndarray) -> np.ndarray:
+    """One request with tritonclient alone, as a user without this project would send it."""
+    module = _module(protocol)
+    client = module.InferenceServerClient(served.url(protocol))
+    try:
+        inp = module.InferInput("IMAGE", list(data.shape), "UINT8")
+        inp.set_data_from_numpy(data)
+        return np.asarray(client.infer(model, [inp]).as_numpy("IMAGE"))
+    finally:
+        client.close()
+
+
+_UPSCALED: dict[Path, np.ndarray] = {}
+
+
+def esc_deploy_upscale(served: Served, source: Path) -> np.ndarray:
+    """`esc-deploy upscale` with ONNX Runtime on the CPU and the image model's tile plan (once per file)."""
+    if source not in _UPSCALED:
+        target = source.with_name(source.stem + "_esc_deploy_x4.png")
+        cmd = [sys.executable, "-m", "esc_deploy", "upscale", str(source), str(target), "--backend", "onnxruntime",
+               "--onnx", str(served.onnx), "--tile", str(MAX_TILE), "--overlap", str(IMAGE_OVERLAP)]  # fmt: skip
+        proc = subprocess.run([*cmd, "--no-progress"], capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr
+        with Image.open(target) as img:
+            _UPSCALED[source] = np.asarray(img)
+    return _UPSCALED[source]
+
+
+@pytest.fixture(scope="module")
+def ort(served: Served) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(served.onnx), providers=["CPUExecutionProvider"])
+    return lambda batch: session.run(["output"], {"input": np.ascontiguousarray(batch)})[0]
+
+
+def reference_planes(ort: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray) -> np.ndarray:
+    """The alpha and gray rule of esc-deploy upscale, in this process: colour (gray in three channels) and
+    alpha as a gray image upscaled together, gray and alpha the mean of the three output channels."""
+    scaled = pixels.astype(np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    c = pixels.shape[2]
+    colour = scaled[:3] if c >= 3 else np.repeat(scaled[:1], 3, axis=0)
+    planes = np.stack([colour] + ([np.repeat(scaled[-1:], 3, axis=0)] if c in (2, 4) else []))
+    out = upscale_tiled(planes, padded(ort, (17, 17), 4), scale=4, tile=MAX_TILE, overlap=IMAGE_OVERLAP, align=32)
+    first = out[0] if c >= 3 else out[0].mean(axis=0, keepdims=True)
+    parts = [first] + ([out[1].mean(axis=0, keepdims=True)] if c in (2, 4) else [])
+    return np.clip(np.rint(np.concatenate(parts).transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real photograph (skimage's astronaut) at 64x96: six tiles of the 48x48 tensor model."""
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("photo") / "astronaut.png"
+    Image.fromarray(data.astronaut()).resize((96, 64), Image.Resampling.LANCZOS).save(path)
+    return path
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_photograph_equals_esc_deploy_upscale(served: Served, photo: Path, protocol: str) -> None:
+    expected = esc_deploy_upscale(served, photo)
+    pixels = np.asarray(Image.open(photo))
+    result = infer_image(served, protocol, served.image_model, pixels)
+    assert result.shape == (256, 384, 3) and result.dtype == np.uint8
+    np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize("channels", [1, 4], ids=["gray", "rgba"])
+def test_gray_and_alpha_follow_the_upscale_rule(
+    served: Served, ort: Callable[[np.ndarray], np.ndarray], photo: Path, channels: int
+) -> None:
+    """A gray photograph, and the photograph with a real alpha (its own luminance, a soft mask)."""
+    with Image.open(photo) as img:
+        rgb = img.crop((0, 0, 60, 40))
+        gray = np.asarray(rgb.convert("L"))
+    pixels = gray[:, :, None] if channels == 1 else np.dstack([np.asarray(rgb), 255 - gray])
+    result = infer_image(served, "http", served.image_model, pixels)
+    assert result.shape == (160, 240, channels)
+    np.testing.assert_array_equal(result, reference_planes(ort, pixels))
+    if channels == 4:
+        assert len(np.unique(result[:, :, 3])) > 100  # the alpha was upscaled, not dropped or made opaque
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_encoded_file_in_png_out(served: Served, photo: Path, protocol: str) -> None:
+    """The file's bytes as they are (PNG, and JPEG): a PNG back, the same pixels as the pixel model's."""
+    expected = esc_deploy_upscale(served, photo)
+    jpeg = photo.with_suffix(".jpg")
+    Image.open(photo).save(jpeg, quality=90)
+    jpeg_expected = esc_deploy_upscale(served, jpeg)
+    for source, wanted in ((photo, expected), (jpeg, jpeg_expected)):
+        data = np.frombuffer(source.read_bytes(), dtype=np.uint8)
+        png = infer_image(served, protocol, served.bytes_model, data)
+        assert png.dtype == np.uint8 and png.ndim == 1 and png[:8].tobytes() == b"\x89PNG\r\n\x1a\n"
+        with Image.open(io.BytesIO(png.tobytes())) as img:
+            assert img.format == "PNG" and img.mode == "RGB"
+            np.testing.assert_array_equal(np.asarray(img), wanted)
+
+
+def test_curl_with_the_binary_extension(served: Served, photo: Path, tmp_path: Path) -> None:
+    """A request needing no project code and no tritonclient: curl, a JSON header, the file's bytes."""
+    body = tmp_path / "request.bin"
+    size = photo.stat().st_size
+    header = json.dumps({
+        "inputs": [{"name": "IMAGE", "shape": [size], "datatype": "UINT8", "parameters": {"binary_data_size": size}}],
+        "outputs": [{"name": "IMAGE", "parameters": {"binary_data": True}}],
+    }).encode()  # fmt: skip
+    body.write_bytes(header + photo.read_bytes())
+    response = tmp_path / "response.bin"
+    headers = tmp_path / "headers.txt"
+    url = f"http://{served.server.http_url}/v2/models/{served.bytes_model}/infer"
+    cmd = ["curl", "-sS", "--fail-with-body", "-D", str(headers), "-o", str(response),
+           "-H", f"Inference-Header-Content-Length: {len(header)}", "-H", "Content-Type: application/octet-stream",
+           "--data-binary", f"@{body}", url]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr + response.read_text(errors="replace")
+    json_size = next(
+        int(line.split(":")[1]) for line in headers.read_text().splitlines()
+        if line.lower().startswith("inference-header-content-length")
+    )  # fmt: skip
+    raw = response.read_bytes()
+    meta = json.loads(raw[:json_size])
+    assert meta["outputs"][0]["datatype"] == "UINT8"
+    with Image.open(io.BytesIO(raw[json_size:])) as img:
+        np.testing.assert_array_equal(np.asarray(img), esc_deploy_upscale(served, photo))
+
+
+def _stats(served: Served, model: str) -> tuple[int, int, int]:
+    """The server's own counts for ``model``: tiles (batch items), requests, executions."""
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(served.server.http_url)
+    (stats,) = client.get_inference_statistics(model)["model_stats"]
+    client.close()
+    requests = stats["inference_stats"]["success"]["count"]
+    return int(stats["inference_count"]), int(requests), int(stats["execution_count"])
+
+
+def test_tiles_of_concurrent_images_meet_in_batches(served: Served, photo: Path) -> None:
+    """Two images at once: their tile requests (one per tile shape and image: 4 each) meet in fewer
+    executions of the tensor model."""
+    pixels = np.asarray(Image.open(photo))
+    before = _stats(served, served.model)
+    results: list[np.ndarray | None] = [None, None]
+
+    def send(i: int) -> None:
+        results[i] = infer_image(served, "grpc", served.image_model, pixels)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    tiles, requests, executions = (a - b for a, b in zip(_stats(served, served.model), before, strict=True))
+    assert (tiles, requests) == (2 * 6, 2 * 4) and executions < requests, (tiles, requests, executions)
+    assert results[0] is not None and results[1] is not None
+    np.testing.assert_array_equal(results[0], results[1])
