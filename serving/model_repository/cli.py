@@ -7,7 +7,8 @@
 With --onnx alone the repository serves the model on CPUs (ONNX Runtime backend and Python backend);
 with --engine it also serves the TensorRT engine. The image models (<name>_image: pixels in and out;
 <name>_image_bytes: a PNG/JPEG file in, a PNG out) tile in the server and call one of those (--image-target).
-Scale, window and limits come from the ONNX metadata and the engine's sidecar. The library is serving/model_repository/writer.py. Bad input: one line on stderr, exit 2.
+Scale, window and limits come from the ONNX metadata and the engine's sidecar. The library is
+serving/model_repository/writer.py. Bad input: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
