@@ -211,8 +211,12 @@ class LocalTriton:
         return self._log_path or self.workdir / "tritonserver.log"
 
     def _where(self) -> str:
-        """The log's path where it outlives the server, else its last lines (the work folder is removed)."""
-        return f"log: {self.log_path}" if self._log_path else f"log: {self.log_tail()}"
+        """The log's first error line, and its path where it outlives the server (the work folder does not)."""
+        text = self._log_text().splitlines()
+        final = [line for line in text if line.startswith("error: ")]  # why the server gave up
+        errors = final or [line for line in text if line.startswith("E") and "CudaDriverHelper" not in line]
+        said = _log_message(errors[-1]).split("\\n")[0] if errors else self.log_tail()
+        return f"{said}; log: {self.log_path}" if self._log_path else f"log: {said}"
 
     @property
     def pid(self) -> int | None:

@@ -14,7 +14,6 @@ Layout written by :func:`make_repository` (``DIR`` is the model repository itsel
 
     DIR/<name>_image/config.pbtxt        backend python: an image in, the image upscaled out (UINT8 HWC)
     DIR/<name>_image/1/model.py          serving/model_repository/image_model.py, BLS to the tensor model
-    DIR/<name>_image/1/esc_tiling.py     esc/tiling.py: the tile plan, the same code as everywhere else
     DIR/<name>_image_bytes/...           the same model for encoded files: PNG/JPEG bytes in, PNG bytes out
 
 Triton only treats sub-folders as models, so the two scripts at the top level are ignored by it.
@@ -42,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import esc.tiling
 from esc.config import ESCConfig
 from esc_deploy.export.shape_profile import CHANNELS
 from esc_deploy.export.trt.options import INPUT_NAME, OUTPUT_NAME  # the exporter's names, the engine's defaults
@@ -64,7 +62,6 @@ DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
 CONTAINER_REPO = "/models"
 CONTAINER_PLUGINS = "/plugins"
 PYTHON_MODEL = Path(__file__).with_name("python_model.py")
-TILING_MODULE = Path(esc.tiling.__file__)
 # The ONNX Runtime variants' own limits. Memory bounds them: ONNX Runtime on the CPU peaks at about
 # 3.6 GiB per 256x256 ESC-light image (a batch of 4 such tiles was OOM-killed at 22 GiB).
 DEFAULT_ORT_MAX_BATCH = 2
@@ -453,7 +450,6 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
             (folder / "1").mkdir(parents=True)
             (folder / "config.pbtxt").write_text(config_text(image_config(spec, io)))
             shutil.copyfile(IMAGE_MODEL, folder / "1" / "model.py")
-            shutil.copyfile(TILING_MODULE, folder / "1" / "esc_tiling.py")
         for file, cmd, where in (
             ("launch_triton.sh", launch, "with tritonserver on this machine"),
             ("docker_triton.sh", docker, f"in {spec.triton_image}"),

@@ -75,7 +75,6 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
     ]
     for image in ("esc-light_x4_image", "esc-light_x4_image_bytes"):
         assert (repo / image / "1" / "model.py").read_text() == triton_repo.IMAGE_MODEL.read_text()
-        assert (repo / image / "1" / "esc_tiling.py").read_text() == triton_repo.TILING_MODULE.read_text()
 
     sidecar = EngineSidecar.read(engine)
     plan = parse_config((repo / "esc-light_x4" / "config.pbtxt").read_text())
