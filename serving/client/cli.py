@@ -2,6 +2,11 @@
 
     python serving/triton_client.py --url localhost:8000 --model esc-light_x4_python in.png out.png
     python serving/triton_client.py --protocol grpc --url localhost:8001 --model esc-light_x4 a.png b.png
+    python serving/triton_client.py --url localhost:8000 --model esc-light_x4_image_bytes in.png out.png
+
+An image model (``<name>_image``, ``<name>_image_bytes``: serving/model_repository/image_model.py) tiles
+in the server: the client sends the whole picture (the bytes model: the file as it is, alpha, gray and
+16 bits kept) and writes the PNG it gets back; the tiling options do not apply.
 
 Scale, tile alignment (the attention window) and the model's minimum and maximum input come from the
 model's config; images and tiles below the minimum are reflect-padded and the result cropped. Tiles go
@@ -23,6 +28,7 @@ from esc_deploy.serving.client.triton_io import (
     DEFAULT_TIMEOUT_S,
     TilePlan,
     TritonError,
+    TritonUpscaler,
     connect,
     plan_tiles,
     read_image,
@@ -51,9 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        image = read_image(args.input)
         upscaler = connect(args.url, args.model, args.protocol, timeout_s=args.timeout)
         info = upscaler.info
+        if info.image_io is not None:
+            return _whole_image(upscaler, args.input, args.output)
+        image = read_image(args.input)
         plan = plan_tiles(
             info,
             image.shape[2:],
@@ -75,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     h, w = image.shape[2:]
     s = info.scale
     print(f"{args.input} {w}x{h} -> {args.output} {w * s}x{h * s} in {elapsed:.3f} s (tile {plan.tile})")
+    return 0
+
+
+def _whole_image(upscaler: TritonUpscaler, source: Path, target: Path) -> int:
+    """An image model: the picture goes whole, the server tiles."""
+    start = time.perf_counter()
+    h, w = upscaler.upscale_file(source, target)
+    s = upscaler.info.scale
+    elapsed = time.perf_counter() - start
+    print(f"{source} {w}x{h} -> {target} {w * s}x{h * s} in {elapsed:.3f} s (tiled by {upscaler.info.name})")
     return 0
 
 

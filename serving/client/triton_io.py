@@ -9,6 +9,7 @@ can merge them. Nothing here imports torch; tritonclient is imported only inside
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class ModelInfo:
     window_size: int
     min_hw: tuple[int, int]  # smallest input the model accepts (pad below it)
     max_hw: tuple[int, int] | None  # largest input (tile above it); None: no limit recorded
+    image_io: str | None = None  # an image model's esc_image_io ("pixels" or "encoded"): it tiles itself
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -114,6 +116,7 @@ def parse_model_info(config: dict[str, Any]) -> ModelInfo:
         window_size=window,
         min_hw=min_hw,
         max_hw=_hw_param(params, PARAM_MAX_HW, name),
+        image_io=params.get("esc_image_io"),
     )
 
 
@@ -231,7 +234,37 @@ class TritonUpscaler:
             raise TritonError(f"model {self.info.name!r} returned shape {out.shape}, expected {expected}")
         return out
 
-    def infer(self, array: np.ndarray) -> np.ndarray:
+    def upscale_file(self, source: Path, target: Path) -> tuple[int, int]:
+        """An image model (``info.image_io``) upscales ``source`` whole; ``target`` is written atomically as
+        PNG, nothing at all on an error. The bytes model gets the file as it is (its alpha, gray or 16 bits
+        kept by the server); the pixel model gets 8-bit pixels of the file's mode. Returns the input (h, w)."""
+        from PIL import Image, UnidentifiedImageError
+
+        from esc_deploy.common.files import atomic_write_bytes
+        from esc_deploy.runtime.images import kept_mode
+
+        if target.suffix.lower() != ".png":
+            raise ValueError(f"model {self.info.name!r} answers with PNG: name the output .png, not {target.name}")
+        try:
+            with Image.open(source) as img:
+                mode = kept_mode(img.mode, img.has_transparency_data)
+                size = (img.height, img.width)
+                pixels = None if self.info.image_io == "encoded" else _pixels_8bit(img, mode)
+        except (OSError, ValueError, UnidentifiedImageError) as exc:
+            raise ValueError(f"cannot read image {source}: {_one_line(exc)}") from None
+        if pixels is None:
+            png = self.infer(np.frombuffer(source.read_bytes(), dtype=np.uint8), np.uint8).tobytes()
+        else:
+            out = self.infer(pixels[:, :, None] if pixels.ndim == 2 else pixels, np.uint8)
+            buffer = io.BytesIO()
+            Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out).save(buffer, format="PNG")
+            png = buffer.getvalue()
+        if not png.startswith(b"\x89PNG"):
+            raise TritonError(f"model {self.info.name!r} did not answer with a PNG image")
+        atomic_write_bytes(target, png)
+        return size
+
+    def infer(self, array: np.ndarray, result_type: type[np.generic] = np.float32) -> np.ndarray:
         """One request with ``array`` as it is (any dtype or shape): the server's answer, or TritonError."""
         dtype = self.module.np_to_triton_dtype(array.dtype)
         try:
@@ -243,7 +276,7 @@ class TritonUpscaler:
             data = result.as_numpy(self.info.output_name)
             if data is None:
                 raise ValueError(f"no output {self.info.output_name!r} in the response")
-            return np.asarray(data, dtype=np.float32)
+            return np.asarray(data, dtype=result_type)
         except Exception as exc:  # tritonclient raises InferenceServerException, transport and decode errors
             raise TritonError(f"inference on model {self.info.name!r} failed: {_one_line(exc)}") from None
 
@@ -262,6 +295,13 @@ class TritonUpscaler:
         if client is not None:
             client.close()
             self._local.client = None
+
+
+def _pixels_8bit(img: Any, mode: str) -> np.ndarray:
+    """A Pillow image as the pixel model takes it: 8-bit samples of ``mode`` (16-bit gray rounded to 8)."""
+    if mode == "I;16":
+        return np.clip(np.rint(np.asarray(img, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+    return np.asarray(img.convert(mode))
 
 
 def _client(module: Any, url: str, protocol: Protocol, timeout_s: float) -> Any:

@@ -195,3 +195,22 @@ def test_tiles_of_concurrent_images_meet_in_batches(served: Served, photo: Path)
     assert (tiles, requests) == (2 * 6, 2 * 4) and executions < requests, (tiles, requests, executions)
     assert results[0] is not None and results[1] is not None
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("which", ["pixels", "encoded"])
+def test_client_whole_image_mode(served: Served, photo: Path, tmp_path: Path, which: str) -> None:
+    """serving/triton_client.py on an image model: no client tiling, the picture goes whole (RGBA kept)."""
+    with Image.open(photo) as img:
+        rgba = img.crop((0, 0, 40, 36)).convert("RGBA")
+    rgba.putalpha(Image.fromarray(255 - np.asarray(rgba.convert("L"))))
+    source, target = tmp_path / "in.png", tmp_path / "out.png"
+    rgba.save(source)
+    model = served.image_model if which == "pixels" else served.bytes_model
+    client = Path(__file__).resolve().parents[2] / "serving" / "triton_client.py"
+    cmd = [sys.executable, str(client), "--url", served.server.http_url, "--model", model, str(source), str(target)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and f"tiled by {model}" in proc.stdout, proc.stderr
+    with Image.open(target) as img:
+        assert img.mode == "RGBA"
+        np.testing.assert_array_equal(np.asarray(img), runtime_upscale(served, source))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out.png"]
