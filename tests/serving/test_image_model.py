@@ -214,3 +214,35 @@ def test_client_whole_image_mode(served: Served, photo: Path, tmp_path: Path, wh
         assert img.mode == "RGBA"
         np.testing.assert_array_equal(np.asarray(img), runtime_upscale(served, source))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out.png"]
+
+
+def _block(text: str, language: str, containing: str) -> str:
+    """The fenced ``language`` block of ``text`` that contains ``containing``."""
+    blocks = [part.split("```", 1)[0] for part in text.split(f"```{language}\n")[1:]]
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+def test_readme_and_docs_requests_work_as_written(served: Served, photo: Path, tmp_path: Path) -> None:
+    """The README's tritonclient lines and docs/serving.md's curl lines, run as written (the server's
+    address replaced by this server's), give esc-deploy upscale's result."""
+    root = Path(__file__).resolve().parents[2]
+    url = served.server.http_url
+    names = {"esc-light_x4_image_bytes": served.bytes_model, "esc-light_x4_image": served.image_model}
+    python = _block((root / "README.md").read_text(), "python", "tritonclient")
+    curl = _block((root / "docs" / "serving.md").read_text(), "sh", "curl")
+    for model, served_name in names.items():  # the longer name first: it contains the shorter
+        python, curl = python.replace(f'"{model}"', f'"{served_name}"'), curl.replace(f"/{model}/", f"/{served_name}/")
+    python, curl = python.replace("127.0.0.1:8000", url), curl.replace("127.0.0.1:8000", url)
+    (tmp_path / "photo.png").write_bytes(photo.read_bytes())
+    Image.open(photo).save(tmp_path / "photo.jpg", quality=95)
+    proc = subprocess.run([sys.executable, "-c", python], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "photo_x4.png") as img:
+        np.testing.assert_array_equal(np.asarray(img), esc_deploy_upscale(served, photo))
+    (tmp_path / "photo_x4.png").unlink()
+    proc = subprocess.run(["bash", "-euc", curl], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "photo_x4.png") as img:
+        assert img.format == "PNG"
+        np.testing.assert_array_equal(np.asarray(img), esc_deploy_upscale(served, tmp_path / "photo.jpg"))

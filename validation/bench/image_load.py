@@ -35,6 +35,7 @@ BEGIN = "<!-- triton_image_bench: begin (written by validation/triton_image_benc
 END = "<!-- triton_image_bench: end -->"
 DEFAULT_REPORT = DOCS_DIR / "serving.md"
 # (scikit-image photograph, height, width): mixed sizes, one to six tiles of a 96x96 tile.
+REQUEST_TIMEOUT_S = 3600.0  # 16 clients queue for two CPU cores: minutes per image is expected
 PHOTOS = (("astronaut", 96, 96), ("coffee", 120, 160), ("chelsea", 80, 120), ("rocket", 64, 96))
 
 
@@ -238,11 +239,18 @@ def run_image_benchmark(options: ImageBenchOptions, log: Callable[[str], None] =
                 tensor_model=tensor,
                 versions={"onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
             )
-            run_case(lambda: module.InferenceServerClient(url), module, image, 1, 0.01, photos, expected)  # warm
+
+            def connect() -> Any:  # HTTP: tritonclient's own default gives up on a request after 60 s
+                if options.protocol == "http":
+                    return module.InferenceServerClient(url, connection_timeout=REQUEST_TIMEOUT_S,
+                                                        network_timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+                return module.InferenceServerClient(url)
+
+            run_case(connect, module, image, 1, 0.01, photos, expected)  # warm
             for clients in options.clients:
                 before = (stats(image), stats(tensor))
                 answered, mismatches, errors, wall, latencies = run_case(
-                    lambda: module.InferenceServerClient(url), module, image, clients, options.seconds, photos, expected
+                    connect, module, image, clients, options.seconds, photos, expected
                 )
                 after = (stats(image), stats(tensor))
                 case = ImageCase(
@@ -306,8 +314,11 @@ def report_markdown(report: ImageBenchReport) -> str:
         "and counted a mismatch unless identical in 8 bits.",
         "",
         *rows,
-        END,
     ]
+    failures = [f"{c.clients} clients: {line}" for c in report.cases for line in c.errors]
+    if failures:
+        lines += ["", "Failed requests (one line each):", "", *(f"- {line}" for line in failures)]
+    lines.append(END)
     return "\n".join(lines) + "\n"
 
 
