@@ -17,7 +17,6 @@ import pytest
 from esc_deploy.serving.local_server import (
     LocalTriton,
     PytritonInstall,
-    StopReport,
     TritonServerError,
     find_pytriton,
     group_alive,
@@ -100,5 +99,7 @@ def served(pytriton: PytritonInstall, served_onnx: Path, tmp_path_factory: pytes
         yield Served(server=server, spec=spec, onnx=served_onnx)
     finally:
         report = server.stop()
-    assert report == StopReport(killed=False, stray_shm=()), f"unclean shutdown of tritonserver {pid}"
+    # Stopped by SIGTERM alone. Its regions: gone after stop(), which removes any a stub left behind (under
+    # heavy load the 2.51 Python backend has left one region of a BLS model's stub, once, of many runs).
+    assert not report.killed, f"tritonserver {pid} needed SIGKILL to stop"
     assert not group_alive(pid) and not list(Path("/dev/shm").glob(f"{prefix}*"))
