@@ -3,7 +3,8 @@
 `<name>_image` takes UINT8 pixels [H, W, C] and `<name>_image_bytes` a file's bytes; both tile on the
 window grid and send the tiles by BLS to the repository's Python tensor model (ONNX Runtime on the CPU).
 Their results are compared with `esc-deploy upscale --backend onnxruntime` on the same file, with the
-same tile plan (tile 48 = the tensor model's largest input, overlap 16): identical in 8 bits.
+same tile plan (tile 48 = the tensor model's largest input, overlap 16): identical in 8 bits, alpha and
+gray included.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ _UPSCALED: dict[Path, np.ndarray] = {}
 
 
 def esc_deploy_upscale(served: Served, source: Path) -> np.ndarray:
-    """`esc-deploy upscale` with ONNX Runtime on the CPU and the image model's tile plan (once per file)."""
+    """`esc-deploy upscale` with ONNX Runtime on the CPU and the image model's tile plan (once per file),
+    as [H, W, C] (C = 1 for gray)."""
     if source not in _UPSCALED:
         target = source.with_name(source.stem + "_esc_deploy_x4.png")
         cmd = [sys.executable, "-m", "esc_deploy", "upscale", str(source), str(target), "--backend", "onnxruntime",
@@ -58,26 +60,9 @@ def esc_deploy_upscale(served: Served, source: Path) -> np.ndarray:
         proc = subprocess.run([*cmd, "--no-progress"], capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode == 0, proc.stderr
         with Image.open(target) as img:
-            _UPSCALED[source] = np.asarray(img)
+            pixels = np.asarray(img)
+        _UPSCALED[source] = pixels[:, :, None] if pixels.ndim == 2 else pixels
     return _UPSCALED[source]
-
-
-def runtime_upscale(served: Served, source: Path) -> np.ndarray:
-    """What `esc-deploy upscale` does with esc_deploy.runtime (its image rule for gray and alpha, its tile
-    plan), in this process, with ONNX Runtime on the CPU: the reference for the modes the CLI of this
-    branch does not keep yet."""
-    from esc_deploy.runtime.facts import ModelFacts
-    from esc_deploy.runtime.images import read_image, to_pil
-    from esc_deploy.runtime.ort_runner import OrtRunner
-    from esc_deploy.runtime.tiles import plan_tiles, upscale_array
-
-    picture = read_image(source)
-    facts = ModelFacts.from_onnx(served.onnx)
-    with OrtRunner(served.onnx) as runner:
-        plan = plan_tiles(facts, picture.size, max_tile=MAX_TILE, overlap=IMAGE_OVERLAP)
-        planes = upscale_array(picture.planes(), runner, scale=facts.scale, plan=plan, min_hw=facts.min_hw)
-    pixels = np.asarray(to_pil(picture.with_planes(planes)))
-    return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +85,9 @@ def test_photograph_equals_esc_deploy_upscale(served: Served, photo: Path, proto
 
 
 @pytest.mark.parametrize("channels", [1, 2, 4], ids=["gray", "gray-alpha", "rgba"])
-def test_gray_and_alpha_follow_the_runtime(served: Served, photo: Path, tmp_path: Path, channels: int) -> None:
+def test_gray_and_alpha_as_esc_deploy_upscale(served: Served, photo: Path, tmp_path: Path, channels: int) -> None:
     """A gray photograph, and with a real alpha (its own inverted luminance, a soft mask): the pixel model
-    and the bytes model give what esc_deploy.runtime gives for the same file."""
+    and the bytes model give what `esc-deploy upscale` gives for the same file (alpha and gray kept)."""
     with Image.open(photo) as img:
         rgb = img.crop((0, 0, 60, 40))
         gray = np.asarray(rgb.convert("L"))
@@ -110,7 +95,7 @@ def test_gray_and_alpha_follow_the_runtime(served: Served, photo: Path, tmp_path
     pixels = np.dstack(planes)
     source = tmp_path / "in.png"
     Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).save(source)
-    expected = runtime_upscale(served, source)
+    expected = esc_deploy_upscale(served, source)
     assert expected.shape == (160, 240, channels)
     np.testing.assert_array_equal(infer_image(served, "http", served.image_model, pixels), expected)
     png = infer_image(served, "grpc", served.bytes_model, np.frombuffer(source.read_bytes(), dtype=np.uint8))
@@ -210,10 +195,10 @@ def test_client_whole_image_mode(served: Served, photo: Path, tmp_path: Path, wh
     cmd = [sys.executable, str(client), "--url", served.server.http_url, "--model", model, str(source), str(target)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and f"tiled by {model}" in proc.stdout, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out.png"]  # no temporary file left
     with Image.open(target) as img:
         assert img.mode == "RGBA"
-        np.testing.assert_array_equal(np.asarray(img), runtime_upscale(served, source))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out.png"]
+        np.testing.assert_array_equal(np.asarray(img), esc_deploy_upscale(served, source))
 
 
 def _block(text: str, language: str, containing: str) -> str:

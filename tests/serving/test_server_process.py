@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esc_deploy.serving.client.triton_io import connect
+from esc_deploy.runtime.triton import connect
 from esc_deploy.serving.local_server import free_ports, group_alive
 from tests.serving.fixtures import SERVED_CHECKPOINT, Served
 

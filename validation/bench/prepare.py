@@ -154,7 +154,7 @@ def prepare_tensorrt(model: ESCBase, dtype: Precision, shape: tuple[int, ...], o
 
     from esc_deploy.export.shape_profile import ShapeProfile
     from esc_deploy.export.trt.from_graph import build_engine_from_graph
-    from esc_deploy.serving.engine_runner import EngineRunner
+    from esc_deploy.runtime.engine import EngineRunner
     from esc_deploy.validation.backends import export_graphs
 
     b, c, h, w = shape
