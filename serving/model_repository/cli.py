@@ -50,7 +50,9 @@ def _hw(text: str) -> tuple[int, int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, help="exported ONNX model: the onnx and python variants")
-    parser.add_argument("--engine", type=Path, help="TensorRT engine (.plan), sidecar beside it: the plan variant")
+    parser.add_argument("--engine", type=Path, action="append",
+                        help="TensorRT engine (.plan), sidecar beside it: the plan variant; repeat it for the same "
+                        "model built for other compute capabilities (cc_model_filenames)")  # fmt: skip
     parser.add_argument("--plugin", type=Path, help="plugin library the engine needs (loaded by Triton)")
     parser.add_argument("--output", type=Path, required=True, help="model repository folder to create")
     parser.add_argument("--name", help="model name (default: the engine's, else the ONNX file's name)")
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = spec_from_files(
             onnx=args.onnx,
-            engine=args.engine,
+            engine=args.engine[0] if args.engine else None,
+            more_engines=tuple(args.engine[1:]) if args.engine else (),
             name=args.name,
             plugin=args.plugin,
             variants=args.variants or (),

@@ -90,6 +90,8 @@ class RepoSpec:
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
     triton_image: str = DEFAULT_TRITON_IMAGE
+    more_engines: tuple[Path, ...] = ()  # the same model built for other compute capabilities
+    more_sidecars: tuple[EngineSidecar, ...] = ()  # theirs, in the same order
     image: bool = True  # the image models (<name>_image, <name>_image_bytes)
     image_target: Variant | None = None  # None: plan if written, else python, else onnx
     image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS
@@ -125,6 +127,7 @@ class RepoSpec:
             raise ValueError("nothing to serve: give an ONNX file, an engine, or both")
         if "plan" in wanted:
             self.batch_layout("plan")  # validates max_batch against the profile
+        self._check_more_engines()
         if self.image:
             target = self.tensor_target
             if target not in wanted:
@@ -134,6 +137,40 @@ class RepoSpec:
                     raise ValueError(f"{label} must be >= 1, got {value}")
             if self.image_overlap < 0:
                 raise ValueError(f"image tile overlap must be >= 0, got {self.image_overlap}")
+
+    def _check_more_engines(self) -> None:
+        """Further engines must be the primary one built for other GPUs: same model, profile and tensors."""
+        if len(self.more_engines) != len(self.more_sidecars):
+            raise ValueError("each further engine needs its sidecar (spec_from_files reads them)")
+        if self.more_engines and self.sidecar is None:
+            raise ValueError("further engines need a first one")
+        seen: dict[str, Path] = {}
+        engines = ((self.engine, self.sidecar),) if self.sidecar else ()
+        for engine, sidecar in (*engines, *zip(self.more_engines, self.more_sidecars, strict=True)):
+            assert engine is not None and self.sidecar is not None
+            for label, mine, first in (
+                ("model (esc.config)", sidecar.model, self.sidecar.model),
+                ("optimization profile", sidecar.profile, self.sidecar.profile),
+                ("tensor names", (sidecar.input_name, sidecar.output_name), (self.input_name, self.output_name)),
+                ("precision", sidecar.precision, self.sidecar.precision),
+            ):
+                if mine != first:
+                    raise ValueError(f"engine {engine} differs from {self.engine} in its {label}: build both alike")
+            for cc in _capabilities(sidecar):
+                if cc in seen:
+                    raise ValueError(f"engines {seen[cc]} and {engine} both run on compute capability {cc}")
+                seen[cc] = engine
+
+    def plan_files(self) -> dict[str, tuple[Path, str]]:
+        """Per compute capability, the engine and its file name in the version folder (``cc_model_filenames``):
+        the first engine is ``model.plan``, further ones ``model_<target>.plan``."""
+        if self.engine is None or self.sidecar is None:
+            return {}
+        files = {cc: (self.engine, PLAN_FILE) for cc in _capabilities(self.sidecar)}
+        for engine, sidecar in zip(self.more_engines, self.more_sidecars, strict=True):
+            name = f"model_{sidecar.target.slug.replace(' ', '_')}.plan"
+            files.update({cc: (engine, name) for cc in _capabilities(sidecar)})
+        return files
 
     @property
     def tensor_target(self) -> Variant:
@@ -196,16 +233,6 @@ class RepoSpec:
         low, high = facts.min_hw, facts.max_hw
         return [("minimum", low)] + ([("maximum tile", high)] if high is not None and high != low else [])
 
-    def compute_capabilities(self) -> tuple[str, ...]:
-        """The compute capabilities the engine runs on (``cc_model_filenames`` keys): the GPU it was built
-        on (TensorRT), or the ones it was built for (TensorRT for RTX)."""
-        if self.sidecar is None:
-            return ()
-        target = self.sidecar.target
-        if target.gpu is not None:
-            return (target.gpu.compute_capability_text,)
-        return target.compute_capabilities
-
     def engine_parameters(self) -> dict[str, str]:
         """What the server must match to run the engine: runtime flavour and version, target, precision."""
         if self.sidecar is None:
@@ -216,6 +243,13 @@ class RepoSpec:
             "engine_target": self.sidecar.target.describe(),
             "engine_precision": self.sidecar.precision.value,
         }
+
+
+def _capabilities(sidecar: EngineSidecar) -> tuple[str, ...]:
+    """The compute capabilities an engine runs on: the GPU it was built on (TensorRT), or the ones it
+    was built for (TensorRT for RTX)."""
+    target = sidecar.target
+    return (target.gpu.compute_capability_text,) if target.gpu is not None else target.compute_capabilities
 
 
 def format_hw(hw: tuple[int, int]) -> str:
@@ -237,6 +271,7 @@ def spec_from_files(
     engine: Path | None = None,
     name: str | None = None,
     plugin: Path | None = None,
+    more_engines: tuple[Path, ...] = (),
     **options: Any,
 ) -> RepoSpec:
     """A :class:`RepoSpec` whose model facts come from the ONNX metadata and the engine's sidecar."""
@@ -248,6 +283,9 @@ def spec_from_files(
     for label, path in (("plugin", plugin), ("ONNX model", onnx)):
         if path is not None and not path.is_file():
             raise ValueError(f"{label} {path} does not exist")
+    for extra in more_engines:
+        if not extra.is_file() or extra.stat().st_size == 0:
+            raise ValueError(f"engine {extra} does not exist or is empty")
     sidecar = EngineSidecar.read(engine) if engine is not None else None
     if onnx is not None:
         model = read_model_config(onnx)
@@ -270,6 +308,8 @@ def spec_from_files(
         sidecar=sidecar,
         onnx=onnx,
         plugin=plugin,
+        more_engines=tuple(more_engines),
+        more_sidecars=tuple(EngineSidecar.read(e) for e in more_engines),
         **options,
     )
 
@@ -322,8 +362,8 @@ def model_config(spec: RepoSpec, variant: Variant) -> Any:
     for key, text in spec.parameters(variant).items():
         config.parameters[key].string_value = text
     if variant == "plan":
-        for cc in spec.compute_capabilities():
-            config.cc_model_filenames[cc] = PLAN_FILE
+        for cc, (_, file) in spec.plan_files().items():
+            config.cc_model_filenames[cc] = file
     for label, hw in spec.warmup_sizes(variant):
         warmup = config.model_warmup.add(name=f"{label} {format_hw(hw)}", batch_size=1 if max_batch else 0)
         shape = dims[:-2] + list(hw) if max_batch else [1 if d == -1 else d for d in dims[:-2]] + list(hw)
@@ -422,8 +462,8 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
             (folder / "1").mkdir(parents=True)
             (folder / "config.pbtxt").write_text(config_text(model_config(spec, variant)))
             if variant == "plan":
-                assert spec.engine is not None
-                shutil.copyfile(spec.engine, folder / "1" / PLAN_FILE)
+                for engine, file in set(spec.plan_files().values()):
+                    shutil.copyfile(engine, folder / "1" / file)
             else:
                 assert spec.onnx is not None
                 shutil.copyfile(spec.onnx, folder / "1" / "model.onnx")

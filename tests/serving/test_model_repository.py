@@ -152,6 +152,25 @@ def _warmups(config: Any) -> list[tuple[str, int, list[int]]]:
     return out
 
 
+def test_engines_for_several_compute_capabilities(tmp_path: Path, engine: Path, onnx_model: Path) -> None:
+    """Two real engines of one model, for 8.9 and for 12.0: both placed, cc_model_filenames picks per GPU."""
+    other = build_engine_for(onnx_model, tmp_path / "sm120", compute_capabilities=("12.0",))
+    repo = tmp_path / "repo"
+    proc = _cli("--engine", str(engine), "--engine", str(other), "--onnx", str(onnx_model), "--output", str(repo))
+    assert proc.returncode == 0, proc.stderr
+    plan = parse_config((repo / "esc-light_x4" / "config.pbtxt").read_text())
+    assert dict(plan.cc_model_filenames) == {"8.9": "model.plan", "12.0": "model_sm120.plan"}
+    assert (repo / "esc-light_x4" / "1" / "model.plan").read_bytes() == engine.read_bytes()
+    assert (repo / "esc-light_x4" / "1" / "model_sm120.plan").read_bytes() == other.read_bytes()
+    proc = _cli("--engine", str(engine), "--engine", str(engine), "--output", str(tmp_path / "twice"))
+    assert proc.returncode == 2 and "both run on compute capability 8.9" in proc.stderr
+    narrow = build_engine_for(onnx_model, tmp_path / "narrow", profile="1x3x32x32 1x3x32x32 1x3x48x48",
+                              compute_capabilities=("8.6",))  # fmt: skip
+    proc = _cli("--engine", str(engine), "--engine", str(narrow), "--output", str(tmp_path / "unlike"))
+    assert proc.returncode == 2 and "optimization profile" in proc.stderr
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "unlike").exists()
+
+
 def test_onnx_alone_gives_a_cpu_repository(tmp_path: Path, onnx_model: Path) -> None:
     proc = _cli("--onnx", str(onnx_model), "--output", str(tmp_path / "repo"), "--ort-max-input", "128x192")
     assert proc.returncode == 0, proc.stderr
