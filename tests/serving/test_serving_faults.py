@@ -129,7 +129,7 @@ def test_client_disconnect_mid_request(served: Served, photo: Path, when: str) -
     """A client that goes away half-way through sending, or before the answer comes."""
     request = _request_bytes(served, photo)
     host, port = served.server.http_url.split(":")
-    for _ in range(3):
+    for _ in range(3 if when == "mid-upload" else 1):  # an abandoned full request still costs its inference
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(request[: len(request) // 2] if when == "mid-upload" else request)
             sock.shutdown(socket.SHUT_RDWR)
