@@ -52,13 +52,14 @@ _UPSCALED: dict[Path, np.ndarray] = {}
 
 def esc_deploy_upscale(served: Served, source: Path) -> np.ndarray:
     """`esc-deploy upscale` with ONNX Runtime on the CPU and the image model's tile plan (once per file),
-    as [H, W, C] (C = 1 for gray)."""
+    as [H, W, C] (C = 1 for gray). The command's own main, in this process (no interpreter start-up)."""
+    from esc_deploy.cli import main
+
     if source not in _UPSCALED:
         target = source.with_name(source.stem + "_esc_deploy_x4.png")
-        cmd = [sys.executable, "-m", "esc_deploy", "upscale", str(source), str(target), "--backend", "onnxruntime",
-               "--onnx", str(served.onnx), "--tile", str(MAX_TILE), "--overlap", str(IMAGE_OVERLAP)]  # fmt: skip
-        proc = subprocess.run([*cmd, "--no-progress"], capture_output=True, text=True, timeout=300, check=False)
-        assert proc.returncode == 0, proc.stderr
+        args = ["upscale", str(source), str(target), "--backend", "onnxruntime", "--onnx", str(served.onnx),
+                "--tile", str(MAX_TILE), "--overlap", str(IMAGE_OVERLAP), "--no-progress"]  # fmt: skip
+        assert main(args) == 0
         with Image.open(target) as img:
             pixels = np.asarray(img)
         _UPSCALED[source] = pixels[:, :, None] if pixels.ndim == 2 else pixels
