@@ -1,6 +1,6 @@
 """A local Triton Inference Server from the ``nvidia-pytriton`` wheel, for tests, the benchmark and CPU serving.
 
-    python serving/triton_server.py --repository triton_repo            # serves until Ctrl-C
+    python serving/triton_server.py --repository triton_repo            # serves until Ctrl-C or kill
     pid=$(python serving/triton_server.py --repository triton_repo --detach) ... kill $pid
 
 PyTriton 0.7.0 bundles ``tritonserver`` 2.51 with the Python backend only. The wheel pins numpy<2, so
@@ -11,11 +11,16 @@ it is installed without its dependencies into a folder of its own (nothing of it
 :func:`find_pytriton` looks in ``$ESC_PYTRITON_DIR``, then ``build/pytriton``, then the interpreter's
 own packages. :class:`LocalTriton` lays out the backend folder Triton expects (``python/`` with the
 backend library, ``triton_python_backend_utils.py`` and the stub built for this interpreter), starts
-the server on 127.0.0.1 on free ports with ``--model-control-mode=explicit``, waits for
-``/v2/health/ready``, and stops it by its process id: SIGTERM to its process group (the server and its
-Python stubs), SIGKILL after a grace period, then removes any shared-memory region left under this
-server's unique prefix. The stub runs this interpreter's packages (numpy, onnxruntime) because the
-interpreter's ``bin`` folder is first on the server's PATH.
+the server on 127.0.0.1 (free ports unless given) with ``--model-control-mode=explicit``, and waits
+until *its own* process is ready: alive, its own log saying it listens on the chosen ports, then
+``/v2/health/ready`` (a port answered by another server does not count; a port taken fails at once).
+It stops the server by its process id: SIGTERM to its process group (the server and its Python stubs),
+SIGKILL after a grace period, then removes any shared-memory region left under this server's unique
+prefix and its temporary folder. The command line (:func:`main`) does so on every way out: Ctrl-C,
+SIGTERM, the server dying, a failed start; ``--detach`` leaves that command running in the background
+as the server's supervisor and prints its pid, so ``kill PID`` still cleans up.
+The stub runs this interpreter's packages (numpy, onnxruntime) because the interpreter's ``bin``
+folder is first on the server's PATH.
 """
 
 from __future__ import annotations
@@ -106,6 +111,28 @@ def find_pytriton(candidates: Sequence[Path] | None = None) -> PytritonInstall:
     raise TritonServerError(f"no usable nvidia-pytriton {PYTRITON_VERSION} ({where}); install it: {INSTALL_HINT}")
 
 
+class PortTaken(TritonServerError):
+    """The server found a port taken (someone else took a free port between our choice and its bind)."""
+
+
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` right now (a bind succeeds)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _log_message(line: str) -> str:
+    """A tritonserver log line without its ``I1207 04:11:05.95 8436 file.cc:12]`` prefix and quotes."""
+    text = line.strip()
+    if "] " in text[:80]:
+        text = text.split("] ", 1)[1]
+    return text.strip('"')
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
     with contextlib.ExitStack() as stack:
@@ -155,6 +182,7 @@ class LocalTriton:
         log_verbose: int = 0,
         http_port: int | None = None,
         grpc_port: int | None = None,
+        log_path: Path | None = None,
     ) -> None:
         self.repository = repository.resolve()
         self.models = tuple(models)
@@ -168,6 +196,7 @@ class LocalTriton:
         self._ports = (http_port, grpc_port)  # None: a free port, chosen at start
         self.http_port = self.grpc_port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_path = log_path  # None: in the work folder, removed with it
 
     @property
     def http_url(self) -> str:
@@ -179,7 +208,15 @@ class LocalTriton:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / "tritonserver.log"
+        return self._log_path or self.workdir / "tritonserver.log"
+
+    def _where(self) -> str:
+        """The log's first error line, and its path where it outlives the server (the work folder does not)."""
+        text = self._log_text().splitlines()
+        final = [line for line in text if line.startswith("error: ")]  # why the server gave up
+        errors = final or [line for line in text if line.startswith("E") and "CudaDriverHelper" not in line]
+        said = _log_message(errors[-1]).split("\\n")[0] if errors else self.log_tail()
+        return f"{said}; log: {self.log_path}" if self._log_path else f"log: {said}"
 
     @property
     def pid(self) -> int | None:
@@ -204,29 +241,33 @@ class LocalTriton:
         return cmd + [f"--load-model={name}" for name in self.models]
 
     def start(self) -> LocalTriton:
-        """Start and wait until ready; free ports taken by someone else meanwhile are chosen again (3 tries)."""
+        """Start and wait until ready; free ports taken by someone else meanwhile are chosen again (3 tries).
+        Any failure stops what was started and removes the work folder before raising."""
         if self.process is not None:
             raise TritonServerError("server already started")
+        for label, port in zip(("HTTP", "gRPC"), self._ports, strict=True):
+            if port is not None and not port_free(port):
+                raise TritonServerError(f"{label} port 127.0.0.1:{port} is already in use (another server?)")
         for attempt in range(3):
             self.workdir.mkdir(parents=True, exist_ok=True)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
             free = iter(free_ports(2))
             self.http_port, self.grpc_port = (port or next(free) for port in self._ports)
-            with open(self.log_path, "wb") as log:
-                self.process = subprocess.Popen(
-                    self.command(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=server_env(self.install),
-                    start_new_session=True,  # its own process group, whose id is its pid: stubs included
-                )
             try:
+                with open(self.log_path, "wb") as log:
+                    self.process = subprocess.Popen(
+                        self.command(),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=server_env(self.install),
+                        start_new_session=True,  # its own process group, whose id is its pid: stubs included
+                    )
                 self._wait_ready()
                 return self
-            except TritonServerError as exc:
+            except PortTaken:
                 self.stop()
-                raced = "already in use" in str(exc).lower() and None in self._ports
-                if not raced or attempt == 2:
+                if None not in self._ports or attempt == 2:
                     raise
             except BaseException:
                 self.stop()
@@ -234,18 +275,32 @@ class LocalTriton:
         raise AssertionError("unreachable")
 
     def _wait_ready(self) -> None:
+        """Ready means this process: alive, listening where its own log says, then /v2/health/ready."""
         assert self.process is not None
+        listening = (
+            f"Started GRPCInferenceService at {self.grpc_url}",
+            f"Started HTTPService at {self.http_url}",
+        )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
+            log = self._log_text()
+            if "already in use" in log:
+                taken = next(line for line in log.splitlines() if "already in use" in line)
+                raise PortTaken(f"tritonserver could not listen: {_log_message(taken)} ({self._where()})")
             if self.process.poll() is not None:
                 raise TritonServerError(
-                    f"tritonserver exited with status {self.process.returncode} while starting: "
-                    f"{self.log_tail()} (log: {self.log_path})"
+                    f"tritonserver exited with status {self.process.returncode} while starting ({self._where()})"
                 )
-            if self.is_ready():
+            if all(line in log for line in listening) and self.is_ready():
                 return
             time.sleep(0.1)
-        raise TritonServerError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s (log: {self.log_path})")
+        raise TritonServerError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s ({self._where()})")
+
+    def _log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def is_ready(self) -> bool:
         try:
@@ -255,11 +310,8 @@ class LocalTriton:
             return False
 
     def log_tail(self, lines: int = 3) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(line.strip() for line in text[-lines:])
+        text = self._log_text().strip().splitlines()
+        return " | ".join(_log_message(line) for line in text[-lines:]) or "(empty)"
 
     def leftover_shm(self) -> list[Path]:
         return sorted(SHM_DIR.glob(f"{self.shm_prefix}*")) if SHM_DIR.is_dir() else []
@@ -288,15 +340,6 @@ class LocalTriton:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return StopReport(killed=killed, stray_shm=tuple(r.name for r in stray))
-
-    def detach(self) -> int:
-        """Leave the started server running (its work folder too); its pid, for ``kill PID`` (SIGTERM:
-        the server stops its stubs and removes its shared memory itself)."""
-        if self.process is None:
-            raise TritonServerError("server not started")
-        pid = self.process.pid
-        self.process, self._own_workdir = None, False
-        return pid
 
     def __enter__(self) -> LocalTriton:
         return self.start()
@@ -342,6 +385,11 @@ def python_models(repository: Path) -> list[str]:
     return [c.parent.name for c in configs if 'backend: "python"' in c.read_text()]
 
 
+def default_log(http_port: int) -> Path:
+    """Where the command line's server log goes: it outlives the server, for a look after a failure."""
+    return OUTPUT_DIR / "triton-logs" / f"tritonserver-{http_port}-{os.getpid()}.log"
+
+
 def main(argv: list[str] | None = None) -> int:
     from esc_deploy.common.command import ArgumentParser
 
@@ -350,8 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", help="model to load (repeatable; default: Python-backend ones)")
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default 8000)")
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on 127.0.0.1 (default 8001)")
-    parser.add_argument("--detach", action="store_true", help="once ready, print the server's pid and leave it")
+    parser.add_argument("--log", type=Path, help="server log (default: build/triton-logs/tritonserver-PORT-PID.log)")
+    parser.add_argument("--detach", action="store_true", help="once ready, print the supervisor's pid and return")
+    parser.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)  # --detach's background half
     args = parser.parse_args(argv)
+    if args.detach:
+        return _detach(argv if argv is not None else sys.argv[1:])
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` of this process stops the server too
+    server: LocalTriton | None = None
     try:
         models = args.model or python_models(args.repository)
         if not models:
@@ -362,26 +416,56 @@ def main(argv: list[str] | None = None) -> int:
             startup_timeout_s=300,
             http_port=args.http_port,
             grpc_port=args.grpc_port,
+            log_path=(args.log or default_log(args.http_port)).resolve(),
         )
         server.start()
+        print(
+            f"serving {', '.join(models)}: HTTP {server.http_url}, gRPC {server.grpc_url} (pid {os.getpid()}, "
+            f"log {server.log_path}); Ctrl-C or kill stops it",
+            flush=True,
+        )
+        if args.supervise:  # --detach has read the line above and returned: nobody reads our output any more
+            with open(os.devnull, "wb") as null:
+                for stream in (1, 2):
+                    os.dup2(null.fileno(), stream)
+        assert server.process is not None
+        status = server.process.wait()
+        return error(f"tritonserver exited by itself with status {status} (log: {server.log_path})")
     except (TritonServerError, OSError) as exc:
         return error(str(exc))
-    where = f"serving {', '.join(models)}: HTTP {server.http_url}, gRPC {server.grpc_url}"
-    if args.detach:
-        print(f"{where}; stop it with: kill {server.pid}", file=sys.stderr)
-        print(server.detach())  # stdout: the pid alone, for pid=$(...)
-        return 0
-    print(f"{where} (pid {server.pid}); Ctrl-C stops it", flush=True)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` of this process stops the server too
-    try:
-        assert server.process is not None
-        server.process.wait()
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
-        server.stop()
+        if server is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second kill must not cut the clean-up short
+            server.stop()
+
+
+def _detach(argv: list[str]) -> int:
+    """This command again without ``--detach``, in the background; once it says the server is ready, its
+    pid on stdout (``kill`` it: it stops the server and cleans up); if it fails, its error line."""
+    args = [a for a in argv if a != "--detach"] + ["--supervise"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "esc_deploy.serving.local_server", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C in this terminal must not reach it
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    ready = child.stdout.readline()
+    if not ready:  # it exited before the server was ready: its one error line
+        child.wait()
+        return error(child.stderr.read().strip().removeprefix("error: ") or f"exit status {child.returncode}")
+    print(ready.strip().replace("Ctrl-C or kill stops it", f"stop it with: kill {child.pid}"), file=sys.stderr)
+    print(child.pid)  # stdout: the pid alone, for pid=$(...)
     return 0
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,10 @@
 
     python serving/triton_client.py --url localhost:8000 --model esc-light_x4_python in.png out.png
     python serving/triton_client.py --protocol grpc --url localhost:8001 --model esc-light_x4 a.png b.png
+    python serving/triton_client.py --url localhost:8000 --model esc-light_x4_image_bytes in.png out.png
+
+An image model (``<name>_image``, ``<name>_image_bytes``) tiles in the server: the client sends the whole
+picture (serving/client/image_client.py) and writes the PNG it gets back; the tiling options do not apply.
 
 Scale, tile alignment (the attention window) and the model's minimum and maximum input come from the
 model's config; images and tiles below the minimum are reflect-padded and the result cropped. Tiles go
@@ -22,7 +26,8 @@ from typing import Any
 from esc_deploy.common.command import ArgumentParser, error, interrupted
 from esc_deploy.runtime.images import read_image, write_image
 from esc_deploy.runtime.tiles import DEFAULT_OVERLAP, TilePlan, plan_tiles, upscale_array
-from esc_deploy.runtime.triton import DEFAULT_TIMEOUT_S, TritonError, connect
+from esc_deploy.runtime.triton import DEFAULT_TIMEOUT_S, TritonError, TritonRunner, connect
+from esc_deploy.serving.client.image_client import image_io, upscale_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.output.exists() and args.input.exists() and args.output.samefile(args.input):
             raise ValueError(f"the output {args.output} is the input: choose another output")
+        with connect(args.url, args.model, args.protocol, timeout_s=args.timeout) as runner:
+            kind = image_io(runner)
+            if kind is not None:
+                return _whole_image(runner, kind, args.input, args.output)
         picture = read_image(args.input)
         with connect(args.url, args.model, args.protocol, timeout_s=args.timeout) as runner:
             facts = runner.facts
@@ -68,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     h, w = picture.size
     s = facts.scale
     print(f"{args.input} {w}x{h} -> {args.output} {w * s}x{h * s} in {elapsed:.3f} s (tile {plan.tile})")
+    return 0
+
+
+def _whole_image(runner: TritonRunner, kind: str, source: Path, target: Path) -> int:
+    """An image model: the picture goes whole, the server tiles."""
+    start = time.perf_counter()
+    h, w = upscale_file(runner, kind, source, target)
+    s = runner.facts.scale
+    elapsed = time.perf_counter() - start
+    print(f"{source} {w}x{h} -> {target} {w * s}x{h * s} in {elapsed:.3f} s (tiled by {runner.name})")
     return 0
 
 

@@ -5,8 +5,10 @@
         --plugin build/plugin/libesc_trt_plugin.so --onnx build/esc-light_x4.onnx --output triton_repo
 
 With --onnx alone the repository serves the model on CPUs (ONNX Runtime backend and Python backend);
-with --engine it also serves the TensorRT engine. Scale, window and limits come from the ONNX metadata
-and the engine's sidecar. The library is serving/model_repository/writer.py. Bad input: one line on stderr, exit 2.
+with --engine it also serves the TensorRT engine. The image models (<name>_image: pixels in and out;
+<name>_image_bytes: a PNG/JPEG file in, a PNG out) tile in the server and call one of those (--image-target).
+Scale, window and limits come from the ONNX metadata and the engine's sidecar. The library is
+serving/model_repository/writer.py. Bad input: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 from esc_deploy.common.command import ArgumentParser, error
 from esc_deploy.serving.model_repository.writer import (
+    DEFAULT_IMAGE_MAX_PIXELS,
+    DEFAULT_IMAGE_OVERLAP,
     DEFAULT_ORT_MAX_BATCH,
     DEFAULT_ORT_MAX_INPUT,
     DEFAULT_TRITON_IMAGE,
@@ -46,7 +50,9 @@ def _hw(text: str) -> tuple[int, int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, help="exported ONNX model: the onnx and python variants")
-    parser.add_argument("--engine", type=Path, help="TensorRT engine (.plan), sidecar beside it: the plan variant")
+    parser.add_argument("--engine", type=Path, action="append",
+                        help="TensorRT engine (.plan), sidecar beside it: the plan variant; repeat it for the same "
+                        "model built for other compute capabilities (cc_model_filenames)")  # fmt: skip
     parser.add_argument("--plugin", type=Path, help="plugin library the engine needs (loaded by Triton)")
     parser.add_argument("--output", type=Path, required=True, help="model repository folder to create")
     parser.add_argument("--name", help="model name (default: the engine's, else the ONNX file's name)")
@@ -60,6 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--instances", type=int, default=1, help="engine instances on the GPU (default 1)")
     parser.add_argument("--queue-delay-us", type=int, default=100, help="dynamic batching delay (default 100)")
     parser.add_argument("--triton-image", default=DEFAULT_TRITON_IMAGE, help="container for docker_triton.sh")
+    parser.add_argument("--no-image", action="store_true", help="no image models, the tensor models alone")
+    parser.add_argument("--image-target", choices=VARIANTS,
+                        help="tensor model the image models call (default: plan if written, else python)")  # fmt: skip
+    parser.add_argument("--image-max-pixels", type=int, default=DEFAULT_IMAGE_MAX_PIXELS,
+                        help=f"image models' largest height*width ({DEFAULT_IMAGE_MAX_PIXELS})")  # fmt: skip
+    parser.add_argument("--image-overlap", type=int, default=DEFAULT_IMAGE_OVERLAP,
+                        help=f"tile overlap of the image models, input pixels ({DEFAULT_IMAGE_OVERLAP})")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     return parser.parse_args(argv)
 
@@ -69,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = spec_from_files(
             onnx=args.onnx,
-            engine=args.engine,
+            engine=args.engine[0] if args.engine else None,
+            more_engines=tuple(args.engine[1:]) if args.engine else (),
             name=args.name,
             plugin=args.plugin,
             variants=args.variants or (),
@@ -79,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             instances=args.instances,
             queue_delay_us=args.queue_delay_us,
             triton_image=args.triton_image,
+            image=not args.no_image,
+            image_target=args.image_target,
+            image_max_pixels=args.image_max_pixels,
+            image_overlap=args.image_overlap,
         )
         result = make_repository(spec, args.output, overwrite=args.overwrite)
     except (ValueError, OSError) as exc:

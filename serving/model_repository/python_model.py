@@ -7,8 +7,13 @@ the installed onnxruntime has it; every other instance runs on the CPU.
 
 Runs inside Triton's Python stub, so it imports nothing of this project: everything it needs is in
 the model's config.pbtxt (I/O names, ``esc_min_input_hw`` / ``esc_max_input_hw``, ``esc_scale``).
-Tensors cross the stub boundary by DLPack (``np.from_dlpack`` in, ``pb_utils.Tensor.from_dlpack``
-out): with numpy 2 the stub's ``as_numpy()`` and ``Tensor(name, ndarray)`` silently corrupt data.
+Tensors cross the stub boundary by DLPack (``np.from_dlpack`` in, :func:`to_triton` out): the stub of
+tritonserver 2.51 is built against numpy 1, so with numpy 2 its ``as_numpy()`` returns zeros and
+``Tensor(name, ndarray)`` sends no bytes. Its ``Tensor.from_dlpack`` takes the capsule and renames it
+``used_dlpack`` where the DLPack protocol says ``used_dltensor``; numpy's capsule destructor then does
+not recognise a consumed capsule and prints a traceback per tensor into the server's log. The stub
+owns the tensor from then on (it calls the tensor's own deleter), so :func:`to_triton` removes the
+capsule's destructor once the stub has renamed it.
 
 Dynamic batching hands ``execute`` several requests; requests of one spatial shape run as one
 ONNX Runtime call. A request outside the limits gets an error response of its own (one line naming
@@ -17,12 +22,31 @@ the model); the others in the batch still run.
 
 from __future__ import annotations
 
+import ctypes
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+_CONSUMED = b"used_dlpack"  # the stub's name for a capsule it took over
+_capsule_name = ctypes.pythonapi.PyCapsule_GetName
+_capsule_name.argtypes, _capsule_name.restype = [ctypes.py_object], ctypes.c_char_p
+_set_destructor = ctypes.pythonapi.PyCapsule_SetDestructor
+_set_destructor.argtypes, _set_destructor.restype = [ctypes.py_object, ctypes.c_void_p], ctypes.c_int
+
+
+def to_triton(name: str, array: np.ndarray) -> Any:
+    """``array`` as the stub's output tensor ``name``, by DLPack (see the module docstring for why)."""
+    contiguous = np.ascontiguousarray(array)
+    if not contiguous.flags.writeable:  # DLPack 0.8, the stub's, cannot say read-only
+        contiguous = contiguous.copy()
+    capsule = contiguous.__dlpack__()
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    if _capsule_name(capsule) == _CONSUMED:
+        _set_destructor(capsule, None)  # the stub's now: numpy must not release it, nor complain
+    return tensor
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -92,7 +116,7 @@ class TritonPythonModel:
             for i, array in members:
                 part = np.ascontiguousarray(result[start : start + len(array)], dtype=np.float32)
                 start += len(array)
-                out = pb_utils.Tensor.from_dlpack(self.output_name, part)
+                out = to_triton(self.output_name, part)
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
         return responses
 

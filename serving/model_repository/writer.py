@@ -12,7 +12,13 @@ Layout written by :func:`make_repository` (``DIR`` is the model repository itsel
     DIR/launch_triton.sh                 the exact tritonserver command (plugin via --backend-config)
     DIR/docker_triton.sh                 the same inside the Triton container
 
+    DIR/<name>_image/config.pbtxt        backend python: an image in, the image upscaled out (UINT8 HWC)
+    DIR/<name>_image/1/model.py          serving/model_repository/image_model.py, BLS to the tensor model
+    DIR/<name>_image_bytes/...           the same model for encoded files: PNG/JPEG bytes in, PNG bytes out
+
 Triton only treats sub-folders as models, so the two scripts at the top level are ignored by it.
+The image models call the tensor model ``image_target`` (default: the plan where there is one, else the
+Python variant, which every Triton can load) and take its limits (tile, minimum, batch).
 
 Facts travel, nobody is asked for them again: the model's ``ESCConfig`` (scale, window, minimum side)
 comes from the ONNX metadata ``esc.config`` written by the exporter, or from the engine's sidecar,
@@ -26,7 +32,6 @@ batch dimension is part of dims. The ONNX Runtime variants have limits of their 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -45,6 +50,14 @@ if TYPE_CHECKING:
     from esc_deploy.export.trt.sidecar import EngineSidecar
 
 Variant = Literal["plan", "onnx", "python"]
+ImageIO = Literal["pixels", "encoded"]
+IMAGE_SUFFIX: dict[ImageIO, str] = {"pixels": "_image", "encoded": "_image_bytes"}
+IMAGE_MODEL = Path(__file__).with_name("image_model.py")
+IMAGE_TENSOR = "IMAGE"  # the image models' input and output
+# 2048x2048 input pixels: the x4 output's float32 accumulator then holds 805 MB (twice that with alpha).
+DEFAULT_IMAGE_MAX_PIXELS = 2048 * 2048
+DEFAULT_IMAGE_OVERLAP = 32  # input pixels, as esc-deploy upscale
+DEFAULT_IMAGE_INSTANCES = 2  # images in flight at once: their tiles meet in the tensor model's batches
 VARIANTS: tuple[Variant, ...] = get_args(Variant)
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
 CONTAINER_REPO = "/models"
@@ -77,6 +90,13 @@ class RepoSpec:
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
     triton_image: str = DEFAULT_TRITON_IMAGE
+    more_engines: tuple[Path, ...] = ()  # the same model built for other compute capabilities
+    more_sidecars: tuple[EngineSidecar, ...] = ()  # theirs, in the same order
+    image: bool = True  # the image models (<name>_image, <name>_image_bytes)
+    image_target: Variant | None = None  # None: plan if written, else python, else onnx
+    image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS
+    image_overlap: int = DEFAULT_IMAGE_OVERLAP
+    image_instances: int = DEFAULT_IMAGE_INSTANCES
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -107,6 +127,61 @@ class RepoSpec:
             raise ValueError("nothing to serve: give an ONNX file, an engine, or both")
         if "plan" in wanted:
             self.batch_layout("plan")  # validates max_batch against the profile
+        self._check_more_engines()
+        if self.image:
+            target = self.tensor_target
+            if target not in wanted:
+                raise ValueError(f"the image models call the {target!r} variant, which is not written")
+            for label, value in (("image max pixels", self.image_max_pixels), ("instances", self.image_instances)):
+                if value < 1:
+                    raise ValueError(f"{label} must be >= 1, got {value}")
+            if self.image_overlap < 0:
+                raise ValueError(f"image tile overlap must be >= 0, got {self.image_overlap}")
+
+    def _check_more_engines(self) -> None:
+        """Further engines must be the primary one built for other GPUs: same model, profile and tensors."""
+        if len(self.more_engines) != len(self.more_sidecars):
+            raise ValueError("each further engine needs its sidecar (spec_from_files reads them)")
+        if self.more_engines and self.sidecar is None:
+            raise ValueError("further engines need a first one")
+        seen: dict[str, Path] = {}
+        engines = ((self.engine, self.sidecar),) if self.sidecar else ()
+        for engine, sidecar in (*engines, *zip(self.more_engines, self.more_sidecars, strict=True)):
+            assert engine is not None and self.sidecar is not None
+            for label, mine, first in (
+                ("model (esc.config)", sidecar.model, self.sidecar.model),
+                ("optimization profile", sidecar.profile, self.sidecar.profile),
+                ("tensor names", (sidecar.input_name, sidecar.output_name), (self.input_name, self.output_name)),
+                ("precision", sidecar.precision, self.sidecar.precision),
+            ):
+                if mine != first:
+                    raise ValueError(f"engine {engine} differs from {self.engine} in its {label}: build both alike")
+            for cc in _capabilities(sidecar):
+                if cc in seen:
+                    raise ValueError(f"engines {seen[cc]} and {engine} both run on compute capability {cc}")
+                seen[cc] = engine
+
+    def plan_files(self) -> dict[str, tuple[Path, str]]:
+        """Per compute capability, the engine and its file name in the version folder (``cc_model_filenames``):
+        the first engine is ``model.plan``, further ones ``model_<target>.plan``."""
+        if self.engine is None or self.sidecar is None:
+            return {}
+        files = {cc: (self.engine, PLAN_FILE) for cc in _capabilities(self.sidecar)}
+        for engine, sidecar in zip(self.more_engines, self.more_sidecars, strict=True):
+            name = f"model_{sidecar.target.slug.replace(' ', '_')}.plan"
+            files.update({cc: (engine, name) for cc in _capabilities(sidecar)})
+        return files
+
+    @property
+    def tensor_target(self) -> Variant:
+        """The tensor model the image models send their tiles to."""
+        if self.image_target is not None:
+            return self.image_target
+        return next(v for v in ("plan", "python", "onnx") if v in self.selected)
+
+    @property
+    def image_models(self) -> tuple[str, ...]:
+        return tuple(self.name + IMAGE_SUFFIX[io] for io in get_args(ImageIO)) if self.image else ()
 
     def _available(self) -> tuple[Variant, ...]:
         return tuple(v for v in VARIANTS if (v == "plan" and self.engine) or (v != "plan" and self.onnx))
@@ -151,6 +226,13 @@ class RepoSpec:
             params.update(self.engine_parameters())
         return params
 
+    def warmup_sizes(self, variant: Variant) -> list[tuple[str, tuple[int, int]]]:
+        """The ``model_warmup`` samples (zeros, batch 1): the smallest input and the largest tile, so that
+        neither the first small nor the first large request pays for the runtime's warm-up."""
+        facts = self.facts(variant)
+        low, high = facts.min_hw, facts.max_hw
+        return [("minimum", low)] + ([("maximum tile", high)] if high is not None and high != low else [])
+
     def engine_parameters(self) -> dict[str, str]:
         """What the server must match to run the engine: runtime flavour and version, target, precision."""
         if self.sidecar is None:
@@ -161,6 +243,13 @@ class RepoSpec:
             "engine_target": self.sidecar.target.describe(),
             "engine_precision": self.sidecar.precision.value,
         }
+
+
+def _capabilities(sidecar: EngineSidecar) -> tuple[str, ...]:
+    """The compute capabilities an engine runs on: the GPU it was built on (TensorRT), or the ones it
+    was built for (TensorRT for RTX)."""
+    target = sidecar.target
+    return (target.gpu.compute_capability_text,) if target.gpu is not None else target.compute_capabilities
 
 
 def format_hw(hw: tuple[int, int]) -> str:
@@ -182,6 +271,7 @@ def spec_from_files(
     engine: Path | None = None,
     name: str | None = None,
     plugin: Path | None = None,
+    more_engines: tuple[Path, ...] = (),
     **options: Any,
 ) -> RepoSpec:
     """A :class:`RepoSpec` whose model facts come from the ONNX metadata and the engine's sidecar."""
@@ -193,6 +283,9 @@ def spec_from_files(
     for label, path in (("plugin", plugin), ("ONNX model", onnx)):
         if path is not None and not path.is_file():
             raise ValueError(f"{label} {path} does not exist")
+    for extra in more_engines:
+        if not extra.is_file() or extra.stat().st_size == 0:
+            raise ValueError(f"engine {extra} does not exist or is empty")
     sidecar = EngineSidecar.read(engine) if engine is not None else None
     if onnx is not None:
         model = read_model_config(onnx)
@@ -215,6 +308,8 @@ def spec_from_files(
         sidecar=sidecar,
         onnx=onnx,
         plugin=plugin,
+        more_engines=tuple(more_engines),
+        more_sidecars=tuple(EngineSidecar.read(e) for e in more_engines),
         **options,
     )
 
@@ -241,36 +336,73 @@ def check_onnx(path: Path, input_name: str, output_name: str) -> None:
             raise ValueError(f"{path}: expected {kind} {expected!r} of rank 4 [B, 3, H, W], found rank {rank}")
 
 
-def _tensor(name: str, dims: list[int]) -> str:
-    shape = ", ".join(map(str, dims))
-    return f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {shape} ]\n  }}'
-
-
-_BACKEND_LINE = {
-    "plan": 'platform: "tensorrt_plan"',
-    "onnx": 'platform: "onnxruntime_onnx"',
-    "python": 'backend: "python"',
+_BACKEND = {
+    "plan": ("platform", "tensorrt_plan"),
+    "onnx": ("platform", "onnxruntime_onnx"),
+    "python": ("backend", "python"),
 }
 _KIND = {"plan": "KIND_GPU", "onnx": "KIND_CPU", "python": "KIND_AUTO"}
+PLAN_FILE = "model.plan"
 
 
-def model_config(spec: RepoSpec, variant: Variant) -> str:
-    """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
+def model_config(spec: RepoSpec, variant: Variant) -> Any:
+    """Triton's ``ModelConfig`` (tritonclient's protobuf) of one tensor variant: built as the schema says,
+    written by :func:`config_text`, so that a field Triton does not know cannot be written."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
     max_batch, dims = spec.batch_layout(variant)
+    field, value = _BACKEND[variant]
+    config = pb.ModelConfig(name=spec.model_name(variant), max_batch_size=max_batch, **{field: value})
+    config.input.add(name=spec.input_name, data_type=pb.TYPE_FP32, dims=dims)
+    config.output.add(name=spec.output_name, data_type=pb.TYPE_FP32, dims=dims)
     count = spec.instances if variant == "plan" else 1
-    lines = [
-        f'name: "{spec.model_name(variant)}"',
-        _BACKEND_LINE[variant],
-        f"max_batch_size: {max_batch}",
-        f"input [\n{_tensor(spec.input_name, dims)}\n]",
-        f"output [\n{_tensor(spec.output_name, dims)}\n]",
-        f"instance_group [\n  {{\n    kind: {_KIND[variant]}\n    count: {count}\n  }}\n]",
-    ]
+    config.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(_KIND[variant]), count=count)
     if max_batch > 1:
-        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {spec.queue_delay_us}\n}}")
-    for key, value in spec.parameters(variant).items():
-        lines.append(f'parameters {{\n  key: "{key}"\n  value {{ string_value: {json.dumps(value)} }}\n}}')
-    return "\n".join(lines) + "\n"
+        config.dynamic_batching.max_queue_delay_microseconds = spec.queue_delay_us
+    for key, text in spec.parameters(variant).items():
+        config.parameters[key].string_value = text
+    if variant == "plan":
+        for cc, (_, file) in spec.plan_files().items():
+            config.cc_model_filenames[cc] = file
+    for label, hw in spec.warmup_sizes(variant):
+        warmup = config.model_warmup.add(name=f"{label} {format_hw(hw)}", batch_size=1 if max_batch else 0)
+        shape = dims[:-2] + list(hw) if max_batch else [1 if d == -1 else d for d in dims[:-2]] + list(hw)
+        warmup.inputs[spec.input_name].CopyFrom(
+            pb.ModelWarmup.Input(data_type=pb.TYPE_FP32, dims=shape, zero_data=True)
+        )
+    return config
+
+
+def image_config(spec: RepoSpec, io: ImageIO) -> Any:
+    """The image model's ``ModelConfig``: UINT8 pixels [H, W, C] (or a file's bytes [N]) in and out,
+    with the tensor model's name, I/O and limits, and the tile plan's settings, in ``parameters``."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    target = spec.tensor_target
+    dims = [-1, -1, -1] if io == "pixels" else [-1]
+    config = pb.ModelConfig(name=spec.name + IMAGE_SUFFIX[io], backend="python", max_batch_size=0)
+    config.input.add(name=IMAGE_TENSOR, data_type=pb.TYPE_UINT8, dims=dims)
+    config.output.add(name=IMAGE_TENSOR, data_type=pb.TYPE_UINT8, dims=dims)
+    config.instance_group.add(kind=pb.ModelInstanceGroup.KIND_CPU, count=spec.image_instances)
+    params = spec.parameters(target) | {
+        "esc_image_io": io,
+        "esc_max_pixels": str(spec.image_max_pixels),
+        "esc_tile_overlap": str(spec.image_overlap),
+        "esc_tensor_model": spec.model_name(target),
+        "esc_tensor_input": spec.input_name,
+        "esc_tensor_output": spec.output_name,
+        "esc_tensor_max_batch": str(max(1, spec.batch_layout(target)[0])),
+    }
+    for key, text in params.items():
+        config.parameters[key].string_value = text
+    return config
+
+
+def config_text(config: Any) -> str:
+    """config.pbtxt: protobuf's text format of a ``ModelConfig``."""
+    from google.protobuf import text_format
+
+    return str(text_format.MessageToString(config))
 
 
 def launch_command(repo: Path, plugin: Path | None) -> list[str]:
@@ -294,7 +426,7 @@ def docker_command(repo: Path, plugin: Path | None, image: str) -> list[str]:
 
 
 def _script(cmd: list[str], spec: RepoSpec, where: str) -> str:
-    models = ", ".join(spec.model_name(v) for v in spec.selected)
+    models = ", ".join([spec.model_name(v) for v in spec.selected] + list(spec.image_models))
     text = f"#!/bin/sh\n# Generated by serving/make_triton_repo.py: serves {models} {where}.\n"
     if spec.sidecar is not None:
         sidecar = spec.sidecar
@@ -328,15 +460,20 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
         for variant in spec.selected:
             folder = tmp / spec.model_name(variant)
             (folder / "1").mkdir(parents=True)
-            (folder / "config.pbtxt").write_text(model_config(spec, variant))
+            (folder / "config.pbtxt").write_text(config_text(model_config(spec, variant)))
             if variant == "plan":
-                assert spec.engine is not None
-                shutil.copyfile(spec.engine, folder / "1" / "model.plan")
+                for engine, file in set(spec.plan_files().values()):
+                    shutil.copyfile(engine, folder / "1" / file)
             else:
                 assert spec.onnx is not None
                 shutil.copyfile(spec.onnx, folder / "1" / "model.onnx")
             if variant == "python":
                 shutil.copyfile(PYTHON_MODEL, folder / "1" / "model.py")
+        for io in get_args(ImageIO) if spec.image else ():
+            folder = tmp / (spec.name + IMAGE_SUFFIX[io])
+            (folder / "1").mkdir(parents=True)
+            (folder / "config.pbtxt").write_text(config_text(image_config(spec, io)))
+            shutil.copyfile(IMAGE_MODEL, folder / "1" / "model.py")
         for file, cmd, where in (
             ("launch_triton.sh", launch, "with tritonserver on this machine"),
             ("docker_triton.sh", docker, f"in {spec.triton_image}"),
@@ -348,7 +485,7 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    models = tuple(spec.model_name(v) for v in spec.selected)
+    models = tuple(spec.model_name(v) for v in spec.selected) + spec.image_models
     return RepoResult(repo=output, models=models, launch=launch, docker=docker)
 
 

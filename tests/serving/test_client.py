@@ -21,7 +21,7 @@ from esc_deploy.runtime.images import to_uint8
 from esc_deploy.runtime.tiles import padded, plan_tiles, upscale_array
 from esc_deploy.runtime.triton import TritonRunner
 from esc_deploy.serving.client import cli as triton_client
-from esc_deploy.serving.model_repository.writer import model_config, spec_from_files
+from esc_deploy.serving.model_repository.writer import config_text, model_config, spec_from_files
 from tests.export.trt.sidecars import build_engine_for, write_stand_in_onnx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +61,7 @@ def test_model_info_from_generated_config(tmp_path: Path) -> None:
     spec = spec_from_files(engine=engine, onnx=onnx, ort_max_input=(48, 64))
     infos = {}
     for variant in spec.selected:
-        message = text_format.Parse(model_config(spec, variant), model_config_pb2.ModelConfig())
+        message = text_format.Parse(config_text(model_config(spec, variant)), model_config_pb2.ModelConfig())
         config = json.loads(json_format.MessageToJson(message, preserving_proto_field_name=True))
         runner = TritonRunner("127.0.0.1:1", None, config, "http", 1.0)  # connects only when it runs
         assert (runner.name, runner.input_name, runner.output_name) == (spec.model_name(variant), "input", "output")
@@ -176,5 +176,5 @@ def test_server_finder_and_python_models(tmp_path: Path) -> None:
 
     onnx = write_stand_in_onnx(tmp_path / "esc-light_x4.onnx")
     result = make_repository(spec_from_files(onnx=onnx, variants=("onnx", "python")), tmp_path / "repo")
-    assert result.models == ("esc-light_x4_onnx", "esc-light_x4_python")
-    assert python_models(result.repo) == ["esc-light_x4_python"]
+    assert result.models[:2] == ("esc-light_x4_onnx", "esc-light_x4_python")
+    assert python_models(result.repo) == ["esc-light_x4_image", "esc-light_x4_image_bytes", "esc-light_x4_python"]

@@ -14,7 +14,7 @@ import pytest
 
 from esc_deploy.export.trt.sidecar import EngineSidecar
 from esc_deploy.serving.model_repository import writer as triton_repo
-from esc_deploy.serving.model_repository.writer import make_repository, model_config, spec_from_files
+from esc_deploy.serving.model_repository.writer import config_text, make_repository, model_config, spec_from_files
 from tests.export.trt.sidecars import build_engine_for, write_stand_in_onnx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,13 @@ def plugin(tmp_path: Path) -> Path:
 def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Path, onnx_model: Path) -> None:
     result = make_repository(spec_from_files(engine=engine, plugin=plugin, onnx=onnx_model), tmp_path / "repo")
     repo = result.repo
-    assert result.models == ("esc-light_x4", "esc-light_x4_onnx", "esc-light_x4_python")
+    assert result.models == (
+        "esc-light_x4",
+        "esc-light_x4_onnx",
+        "esc-light_x4_python",
+        "esc-light_x4_image",
+        "esc-light_x4_image_bytes",
+    )
     assert (repo / "esc-light_x4" / "1" / "model.plan").read_bytes() == engine.read_bytes()
     for variant in ("onnx", "python"):
         assert (repo / f"esc-light_x4_{variant}" / "1" / "model.onnx").read_bytes() == onnx_model.read_bytes()
@@ -61,10 +67,14 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
     assert sorted(p.name for p in repo.iterdir()) == [
         "docker_triton.sh",
         "esc-light_x4",
+        "esc-light_x4_image",
+        "esc-light_x4_image_bytes",
         "esc-light_x4_onnx",
         "esc-light_x4_python",
         "launch_triton.sh",
     ]
+    for image in ("esc-light_x4_image", "esc-light_x4_image_bytes"):
+        assert (repo / image / "1" / "model.py").read_text() == triton_repo.IMAGE_MODEL.read_text()
 
     sidecar = EngineSidecar.read(engine)
     plan = parse_config((repo / "esc-light_x4" / "config.pbtxt").read_text())
@@ -87,6 +97,9 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
         "engine_precision": "fp32",
     }
 
+    assert dict(plan.cc_model_filenames) == {"8.9": "model.plan"}  # the sidecar's target
+    assert _warmups(plan) == [("minimum 32x32", 1, [3, 32, 32]), ("maximum tile 96x96", 1, [3, 96, 96])]
+
     ort_params = {
         "esc_min_input_hw": "17,17",  # the model's minimum side, not the engine's profile
         "esc_max_input_hw": "256,256",  # the ONNX Runtime variants' own default limit
@@ -107,6 +120,55 @@ def test_repository_layout_and_configs(tmp_path: Path, engine: Path, plugin: Pat
     assert [(t.name, list(t.dims)) for t in python.output] == [("output", [3, -1, -1])]
     assert python.max_batch_size == 2 and python.HasField("dynamic_batching")
     assert params_of(python) == ort_params
+    for config in (cpu, python):
+        assert _warmups(config) == [("minimum 17x17", 1, [3, 17, 17]), ("maximum tile 256x256", 1, [3, 256, 256])]
+        assert not config.cc_model_filenames
+
+    images = (("esc-light_x4_image", "pixels", [-1, -1, -1]), ("esc-light_x4_image_bytes", "encoded", [-1]))
+    for image, io, dims in images:
+        config = parse_config((repo / image / "config.pbtxt").read_text())
+        assert config.backend == "python" and config.max_batch_size == 0
+        assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("IMAGE", 2, dims)]  # TYPE_UINT8
+        assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("IMAGE", 2, dims)]
+        assert config.instance_group[0].count == 2 and not config.model_warmup
+        assert params_of(config) == params_of(plan) | {  # the tensor model's facts and limits: the plan's
+            "esc_image_io": io,
+            "esc_max_pixels": str(2048 * 2048),
+            "esc_tile_overlap": "32",
+            "esc_tensor_model": "esc-light_x4",
+            "esc_tensor_input": "input",
+            "esc_tensor_output": "output",
+            "esc_tensor_max_batch": "4",
+        }
+
+
+def _warmups(config: Any) -> list[tuple[str, int, list[int]]]:
+    """(name, batch, dims) of each zero-filled warm-up sample of the model's one input."""
+    out = []
+    for warmup in config.model_warmup:
+        (sample,) = warmup.inputs.values()
+        assert sample.zero_data and sample.data_type == 11  # TYPE_FP32
+        out.append((warmup.name, warmup.batch_size, list(sample.dims)))
+    return out
+
+
+def test_engines_for_several_compute_capabilities(tmp_path: Path, engine: Path, onnx_model: Path) -> None:
+    """Two real engines of one model, for 8.9 and for 12.0: both placed, cc_model_filenames picks per GPU."""
+    other = build_engine_for(onnx_model, tmp_path / "sm120", compute_capabilities=("12.0",))
+    repo = tmp_path / "repo"
+    proc = _cli("--engine", str(engine), "--engine", str(other), "--onnx", str(onnx_model), "--output", str(repo))
+    assert proc.returncode == 0, proc.stderr
+    plan = parse_config((repo / "esc-light_x4" / "config.pbtxt").read_text())
+    assert dict(plan.cc_model_filenames) == {"8.9": "model.plan", "12.0": "model_sm120.plan"}
+    assert (repo / "esc-light_x4" / "1" / "model.plan").read_bytes() == engine.read_bytes()
+    assert (repo / "esc-light_x4" / "1" / "model_sm120.plan").read_bytes() == other.read_bytes()
+    proc = _cli("--engine", str(engine), "--engine", str(engine), "--output", str(tmp_path / "twice"))
+    assert proc.returncode == 2 and "both run on compute capability 8.9" in proc.stderr
+    narrow = build_engine_for(onnx_model, tmp_path / "narrow", profile="1x3x32x32 1x3x32x32 1x3x48x48",
+                              compute_capabilities=("8.6",))  # fmt: skip
+    proc = _cli("--engine", str(engine), "--engine", str(narrow), "--output", str(tmp_path / "unlike"))
+    assert proc.returncode == 2 and "optimization profile" in proc.stderr
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "unlike").exists()
 
 
 def test_onnx_alone_gives_a_cpu_repository(tmp_path: Path, onnx_model: Path) -> None:
@@ -114,6 +176,8 @@ def test_onnx_alone_gives_a_cpu_repository(tmp_path: Path, onnx_model: Path) -> 
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == [
         "docker_triton.sh",
+        "esc-light_x4_image",
+        "esc-light_x4_image_bytes",
         "esc-light_x4_onnx",
         "esc-light_x4_python",
         "launch_triton.sh",
@@ -121,11 +185,29 @@ def test_onnx_alone_gives_a_cpu_repository(tmp_path: Path, onnx_model: Path) -> 
     assert "serving/triton_server.py --repository" in proc.stdout
     config = parse_config((tmp_path / "repo" / "esc-light_x4_python" / "config.pbtxt").read_text())
     assert params_of(config)["esc_max_input_hw"] == "128,192" and params_of(config)["esc_scale"] == "4"
+    image = params_of(parse_config((tmp_path / "repo" / "esc-light_x4_image" / "config.pbtxt").read_text()))
+    assert image["esc_tensor_model"] == "esc-light_x4_python"  # no plan: the variant every Triton can load
+    assert image["esc_max_input_hw"] == "128,192"
+
+
+def test_image_model_options(tmp_path: Path, onnx_model: Path) -> None:
+    proc = _cli("--onnx", str(onnx_model), "--output", str(tmp_path / "repo"), "--image-target", "onnx",
+                "--image-max-pixels", "1000", "--image-overlap", "8")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    image = params_of(parse_config((tmp_path / "repo" / "esc-light_x4_image" / "config.pbtxt").read_text()))
+    assert (image["esc_tensor_model"], image["esc_max_pixels"], image["esc_tile_overlap"]) == (
+        "esc-light_x4_onnx", "1000", "8"
+    )  # fmt: skip
+    proc = _cli("--onnx", str(onnx_model), "--output", str(tmp_path / "bare"), "--no-image")
+    assert proc.returncode == 0 and not list((tmp_path / "bare").glob("*_image*"))
+    proc = _cli("--onnx", str(onnx_model), "--output", str(tmp_path / "bad"), "--image-target", "plan")
+    assert proc.returncode == 2 and "the image models call the 'plan' variant, which is not written" in proc.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_variants_can_be_chosen(tmp_path: Path, engine: Path, onnx_model: Path) -> None:
     spec = spec_from_files(engine=engine, onnx=onnx_model, variants=("plan", "python"))
-    assert make_repository(spec, tmp_path / "repo").models == ("esc-light_x4", "esc-light_x4_python")
+    assert make_repository(spec, tmp_path / "repo").models[:2] == ("esc-light_x4", "esc-light_x4_python")
     with pytest.raises(ValueError, match="variant 'plan' needs an engine"):
         spec_from_files(onnx=onnx_model, variants=("plan",))
     with pytest.raises(ValueError, match="nothing to serve"):
@@ -134,7 +216,7 @@ def test_variants_can_be_chosen(tmp_path: Path, engine: Path, onnx_model: Path) 
 
 def test_launch_commands(tmp_path: Path, engine: Path, plugin: Path) -> None:
     result = make_repository(spec_from_files(engine=engine, plugin=plugin), tmp_path / "repo")
-    assert result.models == ("esc-light_x4",)  # the model's facts from the sidecar alone
+    assert result.models == ("esc-light_x4", "esc-light_x4_image", "esc-light_x4_image_bytes")  # facts: the sidecar
     assert result.launch == [
         "tritonserver",
         f"--model-repository={tmp_path.resolve() / 'repo'}",
@@ -161,7 +243,7 @@ def test_launch_commands(tmp_path: Path, engine: Path, plugin: Path) -> None:
 def test_batch_layout(tmp_path: Path, onnx_model: Path, profile: str, max_batch: int | None, expected: tuple) -> None:
     spec = spec_from_files(engine=build_engine_for(onnx_model, tmp_path, profile=profile), max_batch=max_batch)
     assert spec.batch_layout("plan") == expected
-    config = parse_config(model_config(spec, "plan"))
+    config = parse_config(config_text(model_config(spec, "plan")))
     assert config.max_batch_size == expected[0] and list(config.input[0].dims) == expected[1]
     assert config.HasField("dynamic_batching") == (expected[0] > 1)
 
@@ -209,7 +291,13 @@ def test_overwrite(tmp_path: Path, engine: Path) -> None:
     with pytest.raises(ValueError, match="already exists"):
         make_repository(spec_from_files(engine=engine), out)
     make_repository(spec_from_files(engine=engine, name="renamed"), out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["docker_triton.sh", "launch_triton.sh", "renamed"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "docker_triton.sh",
+        "launch_triton.sh",
+        "renamed",
+        "renamed_image",
+        "renamed_image_bytes",
+    ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -242,12 +242,12 @@ def report_markdown(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(path: Path, section: str) -> None:
-    """Replace the marked section of ``path`` (append it when there is none)."""
+def write_report(path: Path, section: str, *, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the section of ``path`` between the markers (append it when there is none)."""
     text = path.read_text() if path.is_file() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + section.rstrip("\n") + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section

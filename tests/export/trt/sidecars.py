@@ -14,7 +14,12 @@ RTX_TARGET = "8.9"
 
 
 def build_engine_for(
-    onnx: Path, folder: Path, *, profile: str = "1x3x32x32 2x3x64x64 4x3x96x96", name: str = "esc-light_x4.plan"
+    onnx: Path,
+    folder: Path,
+    *,
+    profile: str = "1x3x32x32 2x3x64x64 4x3x96x96",
+    name: str = "esc-light_x4.plan",
+    compute_capabilities: tuple[str, ...] = (RTX_TARGET,),
 ) -> Path:
     """`python export/build_engine.py --runtime tensorrt-rtx` of `onnx` into `folder/name` (+ sidecar)."""
     from esc_deploy.export.shape_profile import ShapeProfile
@@ -29,7 +34,7 @@ def build_engine_for(
         onnx=onnx,
         plugin=None,
         runtime="tensorrt-rtx",
-        compute_capabilities=(RTX_TARGET,),
+        compute_capabilities=compute_capabilities,
         profile=ShapeProfile.parse(*profile.split()),  # "min opt max"
         output=folder / name,
     )
