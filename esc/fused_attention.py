@@ -16,7 +16,6 @@ import ctypes
 import functools
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from esc.kernel_files import KERNEL_SOURCES, LIBRARY_ENV, kernel_source_dir
+from esc.kernel_files import KERNEL_SOURCES, LIBRARY_ENV, find_nvcc, kernel_source_dir
 
 HEAD_SIZES = (16, 32)
 MIN_WINDOW_SIZE = 8
@@ -36,10 +35,7 @@ _DTYPE_CODES = {torch.float32: 0, torch.float16: 1}
 
 
 def _find_nvcc() -> str:
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
-        if root and (Path(root) / "bin" / "nvcc").is_file():
-            return str(Path(root) / "bin" / "nvcc")
-    found = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").is_file() else None)
+    found = find_nvcc()
     if found is None:
         raise RuntimeError(
             "the fused attention needs nvcc (CUDA_HOME, CUDA_PATH or PATH) to compile its kernel, "

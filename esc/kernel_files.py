@@ -7,6 +7,8 @@ No torch here: the SASS tool (validation/kernel/sass.py) reads the same files wi
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 LIBRARY_ENV = "ESC_KERNEL_LIBRARY"  # a prebuilt libesc_window_attention.so instead of compiling these
@@ -35,3 +37,12 @@ def kernel_source_dir() -> Path:
             f"set {LIBRARY_ENV} to its path"
         )
     return folder
+
+
+def find_nvcc() -> str | None:
+    """nvcc from CUDA_HOME, CUDA_PATH, PATH or /usr/local/cuda (the project's one search), or None."""
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
+        if root and (Path(root) / "bin" / "nvcc").is_file():
+            return str(Path(root) / "bin" / "nvcc")
+    default = Path("/usr/local/cuda/bin/nvcc")
+    return shutil.which("nvcc") or (str(default) if default.is_file() else None)

@@ -1,6 +1,6 @@
 """Data flows one way: model (esc) -> shared command-line pieces (esc_deploy.common) -> export (ONNX,
-engines) -> serving (engine runner, Triton) -> validation beside them, and the esc-deploy command line
-(esc_deploy) over all of them.
+engines) -> runtime (model facts, runners, tiles, image files) -> serving (upscale, Triton) -> validation beside
+them, and the esc-deploy command line (esc_deploy) over all of them.
 
 A module of a lower stage that imports a higher one fails here, wherever the import sits (top level,
 inside a function, or under TYPE_CHECKING), so a stage can be installed and used without the ones after it.
@@ -21,11 +21,12 @@ STAGES = (
     ("model", "esc", "esc"),
     ("common", "esc_deploy.common", "esc_deploy/common"),
     ("export", "esc_deploy.export", "export"),
+    ("runtime", "esc_deploy.runtime", "runtime"),
     ("serving", "esc_deploy.serving", "serving"),
     ("validation", "esc_deploy.validation", "validation"),
     ("command line", "esc_deploy", "esc_deploy"),
 )
-FOLDER_NAMES = ("export", "serving", "validation", "engines")  # folders, importable only through esc_deploy
+FOLDER_NAMES = ("export", "runtime", "serving", "validation", "engines")  # folders, importable only through esc_deploy
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -90,7 +91,7 @@ def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
         "def f():\n    from esc_deploy.validation.images import load_inputs\n    import esc_deploy.common.command\n"
     )
     assert imported_modules(module) == {"esc_deploy.validation.images.load_inputs", "esc_deploy.common.command"}
-    assert [stage_of(m) for m in sorted(imported_modules(module))] == [1, 4]
+    assert [stage_of(m) for m in sorted(imported_modules(module))] == [1, 5]
 
 
 def test_a_lower_stage_importing_a_higher_one_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

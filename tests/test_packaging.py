@@ -22,8 +22,8 @@ import tomllib
 from esc.kernel_files import KERNEL_SOURCES
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "esc", "esc_deploy", "export", "serving", "validation", "engines")
-FOLDERS = ("export", "serving", "validation")
+SOURCES = ("pyproject.toml", "README.md", "esc", "esc_deploy", "export", "runtime", "serving", "validation", "engines")
+FOLDERS = ("export", "runtime", "serving", "validation")
 
 PROBE = r"""
 import importlib, json, pkgutil, sys
