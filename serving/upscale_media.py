@@ -9,6 +9,7 @@ else is the image command (serving/upscale.py), called with the same arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ class RunnerSpec:
     @classmethod
     def from_args(cls, args: argparse.Namespace, *, device: str = "cpu") -> RunnerSpec:
         return cls(args.backend, args.checkpoint, getattr(args, "attention", None), args.onnx, args.engine, device)
+
+    def for_actor(self, gpus: float) -> RunnerSpec:
+        """This spec on the actor's device: CUDA where Ray gave the actor a GPU."""
+        return dataclasses.replace(self, device="cuda") if gpus > 0 else self
 
     def open(self) -> Runner:
         from esc_deploy.runtime.runner import open_runner
