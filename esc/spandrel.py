@@ -14,7 +14,7 @@ architecture class, never by ``import esc``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -22,9 +22,6 @@ from esc.config import PRESETS, ESCConfig, preset_config
 from esc.fp16 import fp32_modules, measure_module_ranges
 from esc.loading import CheckpointError, UnsupportedVariantError, detect_family, infer_config, read_state_dict
 from esc.models import ESCBase, create_model
-
-if TYPE_CHECKING:
-    import spandrel
 
 ARCH_ID = "ESC"
 # The calibration input of supports_half: two windows square, full-contrast stripes over a ramp, so that
@@ -88,13 +85,13 @@ def _import_spandrel() -> Any:
 def _architecture_class() -> type:
     spandrel = _import_spandrel()
 
-    class ESCArch(spandrel.Architecture[ESCBase]):
+    class ESCArch(spandrel.Architecture[ESCBase]):  # type: ignore[name-defined]  # spandrel: imported above
         """ESC, ESC-light, ESC-XL, ESC-FP and ESC-Real (the default upsampler) from official checkpoints."""
 
         def __init__(self) -> None:
             super().__init__(id=ARCH_ID, name="ESC", detect=is_esc_state)
 
-        def load(self, state_dict: dict[str, Any]) -> spandrel.ImageModelDescriptor[ESCBase]:
+        def load(self, state_dict: dict[str, Any]) -> Any:  # spandrel.ImageModelDescriptor[ESCBase]
             state = read_state_dict(state_dict)
             config = infer_config(state)
             model = create_model(config)
@@ -119,13 +116,14 @@ def _architecture_class() -> type:
     return ESCArch
 
 
-def architecture() -> spandrel.Architecture[ESCBase]:
+def architecture() -> Any:  # a spandrel.Architecture[ESCBase]; spandrel stays optional, so not named here
     """A new ESC architecture object (for a registry of one's own)."""
     return _architecture_class()()
 
 
-def register(registry: spandrel.ArchRegistry | None = None) -> None:
-    """Add ESC to ``registry`` (spandrel's main registry by default); a second call changes nothing."""
+def register(registry: Any = None) -> None:
+    """Add ESC to ``registry`` (a spandrel.ArchRegistry; spandrel's main registry by default); a second call
+    changes nothing."""
     spandrel = _import_spandrel()
 
     target = spandrel.MAIN_REGISTRY if registry is None else registry

@@ -28,7 +28,6 @@ from esc_deploy.runtime.tiles import DEFAULT_OVERLAP, plan_tiles, upscale_array
 
 if TYPE_CHECKING:
     import av.container
-    import av.video.frame
 
     from esc_deploy.runtime.runner import Runner
 
@@ -195,10 +194,10 @@ def upscale_video(
     codec = CODECS[options.codec].with_crf(options.crf)
     started = time.perf_counter()
     with open_input(source) as container, atomic_output(target) as tmp:
-        video_in = container.streams.video[0]
+        video_in: Any = container.streams.video[0]
         audio_in = list(container.streams.audio)
         with av.open(str(tmp), "w", format=fmt) as output:
-            video_out = output.add_stream(codec.encoder, rate=video_in.average_rate, options=dict(codec.options))
+            video_out: Any = output.add_stream(codec.encoder, rate=video_in.average_rate, options=dict(codec.options))
             video_out.width = video_in.codec_context.width * scale
             video_out.height = video_in.codec_context.height * scale
             video_out.pix_fmt = codec.pixel_format
@@ -209,7 +208,7 @@ def upscale_video(
             bar = tqdm(total=total, unit="frame", disable=True if not options.progress else None, leave=False)
             frames = 0
             with bar:
-                pending: list[av.video.frame.VideoFrame] = []
+                pending: list[Any] = []  # decoded frames waiting for a full batch
                 for packet in container.demux(video_in, *audio_in):
                     if packet.stream.type == "audio":
                         if packet.dts is not None:  # the demuxer's flush packet carries nothing
