@@ -100,8 +100,9 @@ def pool_size(options: RayOptions) -> tuple[int, float, float]:
     if actors < 1:
         raise ValueError(f"actors must be positive, got {actors}")
     gpus_per_actor = min(1.0, gpus / actors) if gpus else 0.0
-    # Ray's reservation per actor; a little CPU stays free for the read tasks feeding them.
-    cpus_per_actor = max(0.5, (cpus - 0.5) / actors)
+    # Ray's reservation per actor (the threads are actor_threads'): one CPU stays free for the read tasks that
+    # feed the actors, which would otherwise wait for a CPU the actors hold for the whole run.
+    cpus_per_actor = max(0.25, (cpus - 1) / actors)
     return actors, gpus_per_actor, cpus_per_actor
 
 
