@@ -22,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "upscale": (
         "esc_deploy.serving.upscale_media",  # videos and --ray there, images in esc_deploy.serving.upscale
-        "upscale an image, a folder or a video, tiled, with torch, ONNX Runtime or TensorRT (--ray: on Ray)",
+        "upscale an image, a folder or a video, keeping format, alpha, gray, 16 bits and audio (--ray: on Ray)",
     ),
 }
 
@@ -30,18 +30,38 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = [f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
-    return "usage: esc-deploy SUBCOMMAND [ARGS] (esc-deploy SUBCOMMAND --help)\n\nsubcommands:\n" + "\n".join(lines)
+    return (
+        "usage: esc-deploy [--version] SUBCOMMAND [ARGS] (esc-deploy SUBCOMMAND --help)\n\nsubcommands:\n"
+        + "\n".join(lines)
+    )
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("esc-deploy")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from esc_deploy.common.command import error
+    from esc_deploy.common.command import error, interrupted, subcommand
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(usage())
         return 0 if args else 2
+    if args[0] == "--version":
+        print(f"esc-deploy {version()}")
+        return 0
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
         return error(f"esc-deploy: unknown subcommand {name!r}; expected one of {', '.join(SUBCOMMANDS)}")
-    entry: Callable[[list[str]], int] = importlib.import_module(SUBCOMMANDS[name][0]).main
-    return entry(rest)
+    try:
+        with subcommand(name):
+            entry: Callable[[list[str]], int] = importlib.import_module(SUBCOMMANDS[name][0]).main
+            return entry(rest)
+    except KeyboardInterrupt:  # also while a stage imports torch: one line, never a traceback
+        return interrupted()

@@ -61,10 +61,20 @@ class ModelFacts:
     # -------------------------------------------------------------------------------------------- readers
 
     @classmethod
-    def from_config(cls, config: ESCConfig, *, source: str, **limits: Any) -> ModelFacts:
+    def from_config(
+        cls,
+        config: ESCConfig,
+        *,
+        source: str,
+        min_hw: HW | None = None,
+        max_hw: HW | None = None,
+        max_batch: int = 0,
+        precision: str = "fp32",
+    ) -> ModelFacts:
+        """The model's own facts; ``min_hw`` (default: its minimum side) and the rest limit it further."""
         side = config.min_side
-        return cls(scale=config.scale, window=config.window_size, min_hw=(side, side), family=config.family,
-                   source=source, **limits)  # fmt: skip
+        return cls(scale=config.scale, window=config.window_size, min_hw=min_hw or (side, side), max_hw=max_hw,
+                   max_batch=max_batch, precision=precision, family=config.family, source=source)  # fmt: skip
 
     @classmethod
     def from_model(cls, model: ESCBase, *, source: str = "torch model", precision: str = "fp32") -> ModelFacts:
@@ -132,14 +142,10 @@ class ModelFacts:
 
     def triton_parameters(self) -> dict[str, str]:
         """The config.pbtxt parameters that ``from_triton_config`` reads back."""
-        params = {
-            PARAM_MIN_HW: f"{self.min_hw[0]},{self.min_hw[1]}",
-            PARAM_SCALE: str(self.scale),
-            PARAM_WINDOW: str(self.window),
-            PARAM_FAMILY: self.family,
-        }
+        params = {PARAM_MIN_HW: f"{self.min_hw[0]},{self.min_hw[1]}"}
         if self.max_hw is not None:
             params[PARAM_MAX_HW] = f"{self.max_hw[0]},{self.max_hw[1]}"
+        params.update({PARAM_SCALE: str(self.scale), PARAM_WINDOW: str(self.window), PARAM_FAMILY: self.family})
         return params
 
 

@@ -17,10 +17,10 @@ channels, in the same tile calls), and the mean of the three output channels is 
 come back as the mean of the three output channels too. Pillow has no 16-bit RGB: such files open as 8-bit.
 
 Writing goes by the output's suffix (``WRITE_FORMATS``): PNG and TIFF hold every mode above; JPEG holds
-RGB and L (``quality``); WebP (lossless) holds RGB and RGBA and stores gray as RGB. ``cannot_hold`` says
-which pairs lose data (alpha in JPEG, 16 bits in JPEG or WebP) so that a command refuses them up front.
-Every file is written atomically (esc_deploy.common.files): a reader, or an interrupted run, never
-sees half a file.
+RGB and L (``quality``); WebP (lossless, colours under transparent pixels kept) holds RGB and RGBA and
+stores gray as RGB. ``cannot_hold`` says which pairs lose data (alpha in JPEG, 16 bits in JPEG or WebP)
+so that a command refuses them up front. Every file is written atomically (esc_deploy.common.files):
+a reader, or an interrupted run, never sees half a file.
 """
 
 from __future__ import annotations
@@ -183,7 +183,9 @@ def write_image(path: Path, picture: Picture, *, quality: int = DEFAULT_QUALITY)
     if reason is not None:
         raise ValueError(f"{path}: {reason}")
     fmt = WRITE_FORMATS[path.suffix.lower()]
-    options: dict[str, object] = {"quality": quality} if fmt == "JPEG" else {"lossless": True} if fmt == "WEBP" else {}
+    options: dict[str, object] = (
+        {"quality": quality} if fmt == "JPEG" else {"lossless": True, "exact": True} if fmt == "WEBP" else {}
+    )
     if picture.icc_profile is not None:
         options["icc_profile"] = picture.icc_profile
     image = to_pil(picture)

@@ -118,8 +118,8 @@ def skip_reason(
     """Why a backend cannot run on this machine, or None when it can."""
     if kind == "torch":
         if attention in ("flex", "fused") and device != "cuda":
-            what = "compiled FlexAttention (inductor cannot compile it for CPU)" if attention == "flex" else ""
-            return f"needs a CUDA device: {what or 'this project`s CUDA kernel'}"
+            flex = "compiled FlexAttention (inductor cannot compile it for CPU in torch 2.13)"
+            return "needs a CUDA device: " + (flex if attention == "flex" else "this project's CUDA kernel")
         if attention == "fused":
             from esc.kernel_files import LIBRARY_ENV, find_nvcc
 

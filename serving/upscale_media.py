@@ -16,13 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from esc_deploy.common.command import ArgumentParser, error, quiet_exporter_logs
+from esc_deploy.common.command import ArgumentParser, error, interrupted, quiet_exporter_logs
 
 if TYPE_CHECKING:
     from esc_deploy.runtime.runner import BackendKind, Runner
-
-EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by SIGINT
-
 
 @dataclass(frozen=True)
 class RunnerSpec:
@@ -95,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_from_args(args)
         return video_from_args(args)
     except KeyboardInterrupt:  # the output being written is a temporary file, removed on the way out
-        error("upscale: interrupted; nothing half-written was left")
-        return EXIT_INTERRUPTED
+        return interrupted()
     except (ValueError, OSError, RuntimeError) as exc:
         return error(f"upscale: {exc}")
 

@@ -7,7 +7,7 @@ Backends (the reference is ``torch-fp32``, the eager model with the plain-math a
                                                 plugin node (run through its model-local function) or
                                                 as standard ops
     onnxruntime-fp16-plugin/-native             the same graphs converted to mixed fp16 (to_mixed_fp16)
-    tensorrt                                    an engine through esc_deploy.serving.engine_runner.EngineRunner
+    tensorrt                                    an engine (esc_deploy.runtime.engine.TensorRTRunner)
 
 Each ESC graph is exported once per process (``export_graphs``), keeping the exporter's name scopes for
 drift localisation; the fp16 graphs are derived from the fp32 ones. (Two exports in two processes at
@@ -16,8 +16,6 @@ once were slower than one after the other on a 2-core machine: 74 s against 59 s
 
 from __future__ import annotations
 
-import copy
-import functools
 import hashlib
 import json
 import os
@@ -36,6 +34,7 @@ if TYPE_CHECKING:
     import onnx
 
     from esc.models import ESCBase
+    from esc_deploy.runtime.runner import Runner as RuntimeRunner
     from esc_deploy.validation.accuracy.fp16 import Fp16Context
     from esc_deploy.validation.images import InputImage
 
@@ -144,120 +143,71 @@ def run_inputs(runner: Runner, inputs: Sequence[InputImage], *, progress: bool =
 # ---------------------------------------------------------------------------------------------- runners
 
 
-class TorchRunner:
-    """The eager model (a copy) in float32 or float16 on ``device``."""
+class NamedRunner:
+    """A runtime runner (esc_deploy.runtime) under a parity backend's name, which keys its outputs."""
 
-    def __init__(
-        self,
-        name: str,
-        model: ESCBase,
-        *,
-        precision: Precision,
-        device: str = "cpu",
-        fp16: Fp16Context | None = None,
-    ) -> None:
-        """fp16 takes the model from ``fp16`` (validation/accuracy/fp16.py): the modules the calibrated
-        rule keeps in float32 run in float32, as in the calibrated ONNX and engines."""
-        import torch
-
-        self.name = name
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.device = torch.device(device)
-        self.fp32_modules: list[str] = []
-        if precision == "fp16" and fp16 is not None:
-            mixed, self.fp32_modules = fp16.mixed_model()
-            self.model = mixed.eval().to(self.device)
-        else:
-            self.model = copy.deepcopy(model).eval().to(self.device, self.dtype)
+    def __init__(self, name: str, runner: RuntimeRunner, note: str = "") -> None:
+        self.name, self.runner, self.note = name, runner, note
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            y = self.model(torch.from_numpy(x).to(self.device, self.dtype))
-        return y.float().cpu().numpy()
+        return self.runner(x)
 
     def describe(self) -> str:
-        islands = f", {len(self.fp32_modules)} modules in float32 by the fp16 rule" if self.fp32_modules else ""
-        return f"eager PyTorch, {self.dtype}, {self.device}, attention {self.model.attention}{islands}"
+        return self.runner.describe() + self.note
 
 
-class OnnxRuntimeRunner:
-    """One ONNX Runtime session on an in-memory ModelProto."""
+def torch_runner(
+    name: str,
+    model: ESCBase,
+    *,
+    precision: Precision,
+    device: str = "cpu",
+    fp16: Fp16Context | None = None,
+    attention: str | None = None,
+) -> NamedRunner:
+    """The eager model (a copy) in float32 or float16 on ``device``. fp16 takes the model from ``fp16``
+    (validation/accuracy/fp16.py): the modules the calibrated rule keeps in float32 run in float32, as in
+    the calibrated ONNX and engines. ``attention``: set on the runner's model (None: as it is)."""
+    from esc_deploy.runtime.torch_runner import TorchRunner
 
-    def __init__(
-        self, name: str, proto: onnx.ModelProto, *, providers: Sequence[str] = ("CPUExecutionProvider",)
-    ) -> None:
-        from esc_deploy.export.onnx_graph.ort_session import ort_session
-
-        self.name = name
-        self.session = ort_session(proto, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self.input_name: x})[0])
-
-    def describe(self) -> str:
-        import onnxruntime as ort
-
-        return f"ONNX Runtime {ort.__version__}, {', '.join(self.session.get_providers())}"
+    note = ""
+    if precision == "fp16" and fp16 is not None:
+        mixed, fp32_modules = fp16.mixed_model()
+        runner = TorchRunner(mixed.eval().to(device), device=device, precision="fp16", prepared=True, source=name)
+        note = f", {len(fp32_modules)} modules in float32 by the fp16 rule"
+    else:
+        runner = TorchRunner(model, device=device, precision=precision.value, source=name)
+    if attention is not None:
+        runner.model.set_attention(attention)
+    return NamedRunner(name, runner, note)
 
 
-class TensorRTRunner:
-    """A built engine through EngineRunner; numpy in, numpy out."""
+def onnxruntime_runner(
+    name: str, proto: onnx.ModelProto, model: ESCBase, *, providers: Sequence[str] = ("CPUExecutionProvider",)
+) -> NamedRunner:
+    """One ONNX Runtime session on an in-memory graph of ``model``."""
+    from esc_deploy.runtime.facts import ModelFacts
+    from esc_deploy.runtime.ort_runner import OrtRunner
 
-    def __init__(self, name: str, engine: Path, *, plugin: Path | None = None) -> None:
-        from esc_deploy.serving.engine_runner import EngineRunner
+    return NamedRunner(name, OrtRunner(proto, providers=providers, facts=ModelFacts.from_model(model, source=name)))
 
-        self.name = name
-        self.runner = EngineRunner(engine, plugin=plugin)
 
-    @property
-    def precision(self) -> Precision:
-        return self.runner.sidecar.precision
+def tensorrt_runner(name: str, engine: Path, *, plugin: Path | None = None) -> tuple[NamedRunner, Precision]:
+    """A built engine, and the precision its sidecar records."""
+    from esc_deploy.runtime.engine import TensorRTRunner
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        y = self.runner(torch.from_numpy(x).to(self.runner.device))
-        torch.cuda.synchronize(self.runner.device)
-        return y.float().cpu().numpy()
-
-    def describe(self) -> str:
-        return self.runner.describe()
+    runner = TensorRTRunner(engine, plugin=plugin)
+    return NamedRunner(name, runner), runner.precision
 
 
 # ---------------------------------------------------------------------------------------------- skip rules
 
 
-@functools.cache
-def torch_cpu_half_works() -> bool:
-    """Whether this torch runs float16 convolution, layer norm and softmax on the CPU (2.13 does)."""
-    import torch
-    import torch.nn.functional as F
-
-    try:
-        x = torch.rand(1, 4, 9, 9, dtype=torch.float16)
-        y = F.conv2d(x, torch.rand(4, 4, 3, 3, dtype=torch.float16), padding=1)
-        y = F.layer_norm(y.permute(0, 2, 3, 1), (4,)).softmax(-1)
-        return bool(torch.isfinite(y).all())
-    except RuntimeError:
-        return False
-
-
 def skip_reason(backend: Backend, *, device: str = "cpu") -> str | None:
-    """Why ``backend`` cannot run on this machine, or None when it can."""
-    import importlib.util
+    """Why ``backend`` cannot run on this machine, or None when it can (esc_deploy.runtime's rules)."""
+    from esc_deploy.runtime.runner import skip_reason as runtime_skip_reason
 
-    if backend.kind == "torch":
-        if backend.precision == "fp16" and device == "cpu" and not torch_cpu_half_works():
-            return "needs CUDA (this torch has no float16 convolution on the CPU)"
-        return None
-    if backend.kind == "onnxruntime":
-        return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
-    from esc_deploy.export.trt.env import cannot_run_engines
-
-    return cannot_run_engines()
+    return runtime_skip_reason(backend.kind, device=device, precision=backend.precision.value)
 
 
 # ---------------------------------------------------------------------------------------------- graphs

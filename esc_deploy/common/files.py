@@ -1,12 +1,18 @@
-"""Atomic file output: a reader never sees a half-written file, a failure leaves nothing behind."""
+"""Files every stage writes or checks: atomic output (a reader never sees a half-written file, a failure leaves
+nothing behind) and content hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
@@ -34,3 +40,16 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | os.PathLike[str], content: dict[str, Any]) -> None:
+    atomic_write_bytes(path, (json.dumps(content, indent=2, sort_keys=True) + "\n").encode())
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (ONNX files with weights can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -26,6 +26,7 @@ from esc_deploy.export.onnx_graph.calibration_set import (
 )
 from esc_deploy.export.onnx_graph.metadata import model_props
 from esc_deploy.export.precision import Precision, as_precision
+from esc_deploy.export.tensor_names import INPUT_NAME, OUTPUT_NAME
 
 if TYPE_CHECKING:
     import onnx
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 
 AttentionMode = Literal["plugin", "native"]
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 DEFAULT_OPSET = 18  # LayerNormalization, reflect Pad, Split(num_outputs); parsed by TensorRT 10 and 11
 ATTENTION_OP_OPSET = 23  # first opset with a standard Attention node
 

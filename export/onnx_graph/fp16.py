@@ -207,7 +207,7 @@ def convert_to_mixed_fp16(src: Path, dst: Path, calibration: CalibrationSet | No
     ``calibration`` None: by op type only (the uncalibrated conversion). A ``dst`` made earlier from
     the same file with the same calibration is reused: calibration runs the model several times.
     """
-    from esc_deploy.export.trt.files import sha256_file
+    from esc_deploy.common.files import sha256_file
 
     source = {"sha256": sha256_file(src), "calibration": calibration.describe() if calibration else None}
     if Path(dst).is_file() and _converted_from(onnx.load(str(dst), load_external_data=False)) == source:

@@ -28,14 +28,11 @@ from typing import Any, Literal
 from esc_deploy.common.defaults import DEFAULT_ONNX, DEFAULT_PLUGIN, OUTPUT_DIR
 from esc_deploy.export.precision import Precision as Precision  # the engine modules take it from here
 from esc_deploy.export.shape_profile import ShapeProfile
+from esc_deploy.export.tensor_names import INPUT_NAME, OUTPUT_NAME
 from esc_deploy.export.trt.env import RUNTIME_CHOICES, RuntimeChoice
 from esc_deploy.export.trt.files import sha256_file
 
 FieldKind = Literal["setting", "identity", "location", "choice"]
-
-# Names of the exported model's I/O tensors (export/to_onnx.py); NCHW float32, dynamic N, H, W.
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 
 DEFAULT_PROFILE = ShapeProfile(min=(1, 3, 64, 64), opt=(1, 3, 360, 640), max=(1, 3, 1080, 1920))
 

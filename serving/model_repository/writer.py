@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from esc.config import ESCConfig
 from esc_deploy.export.shape_profile import CHANNELS
-from esc_deploy.export.trt.options import INPUT_NAME, OUTPUT_NAME  # the exporter's names, the engine's defaults
+from esc_deploy.export.tensor_names import INPUT_NAME, OUTPUT_NAME
+from esc_deploy.runtime.facts import ModelFacts
 
 if TYPE_CHECKING:
     from esc_deploy.export.trt.sidecar import EngineSidecar
@@ -53,12 +54,6 @@ PYTHON_MODEL = Path(__file__).with_name("python_model.py")
 # 3.6 GiB per 256x256 ESC-light image (a batch of 4 such tiles was OOM-killed at 22 GiB).
 DEFAULT_ORT_MAX_BATCH = 2
 DEFAULT_ORT_MAX_INPUT = (256, 256)
-# Parameter keys in config.pbtxt, read back by serving/client/triton_io.py and serving/model_repository/python_model.py.
-PARAM_MAX_HW = "esc_max_input_hw"
-PARAM_MIN_HW = "esc_min_input_hw"
-PARAM_SCALE = "esc_scale"
-PARAM_WINDOW = "esc_window_size"
-PARAM_FAMILY = "esc_family"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SUFFIX = {"plan": "", "onnx": "_onnx", "python": "_python"}
 
@@ -141,22 +136,17 @@ class RepoSpec:
             )
         return 0, [lo if lo == hi else -1, CHANNELS, -1, -1]
 
-    def parameters(self, variant: Variant) -> dict[str, str]:
-        side = self.model.min_side
+    def facts(self, variant: Variant) -> ModelFacts:
+        """The model as the variant serves it: the engine's profile limits it, the ONNX variants' own limits."""
         if variant == "plan":
             assert self.sidecar is not None
-            profile = self.sidecar.profile
-            min_hw = (max(profile.min[2], side), max(profile.min[3], side))
-            max_hw = (profile.max[2], profile.max[3])
-        else:
-            min_hw, max_hw = (side, side), self.ort_max_input
-        params = {
-            PARAM_MIN_HW: f"{min_hw[0]},{min_hw[1]}",
-            PARAM_MAX_HW: f"{max_hw[0]},{max_hw[1]}",
-            PARAM_SCALE: str(self.model.scale),
-            PARAM_WINDOW: str(self.model.window_size),
-            PARAM_FAMILY: self.model.family,
-        }
+            return ModelFacts.from_sidecar(self.sidecar)
+        return ModelFacts.from_config(self.model, source=self.name, max_hw=self.ort_max_input)
+
+    def parameters(self, variant: Variant) -> dict[str, str]:
+        """config.pbtxt parameters: the model's facts (read back by ModelFacts.from_triton_config and
+        python_model.py), and for engines what the server must match."""
+        params = self.facts(variant).triton_parameters()
         if variant == "plan":
             params.update(self.engine_parameters())
         return params

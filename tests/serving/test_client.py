@@ -16,17 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from esc_deploy.runtime.facts import ModelFacts
+from esc_deploy.runtime.images import to_uint8
+from esc_deploy.runtime.tiles import padded, plan_tiles, upscale_array
+from esc_deploy.runtime.triton import TritonRunner
 from esc_deploy.serving.client import cli as triton_client
-from esc_deploy.serving.client.triton_io import (
-    ModelInfo,
-    padded,
-    parse_model_info,
-    plan_tiles,
-    read_image,
-    to_uint8,
-    upscale_image,
-    write_image,
-)
 from esc_deploy.serving.model_repository.writer import model_config, spec_from_files
 from tests.export.trt.sidecars import build_engine_for, write_stand_in_onnx
 
@@ -34,11 +28,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "serving" / "triton_client.py"
 
 
-def _info(**overrides: object) -> ModelInfo:
-    fields: dict = dict(name="m", input_name="input", output_name="output", max_batch_size=4,
-                        max_hw=(64, 64), min_hw=(9, 9), scale=2, window_size=16)  # fmt: skip
+def _info(**overrides: object) -> ModelFacts:
+    fields: dict = dict(max_batch=4, max_hw=(64, 64), min_hw=(9, 9), scale=2, window=16, source="model 'm'")
     fields.update(overrides)
-    return ModelInfo(**fields)
+    return ModelFacts(**fields)
 
 
 def _nearest(scale: int):
@@ -53,34 +46,9 @@ def test_args() -> None:
         triton_client.parse_args(["--url", "h:1", "--model", "m", "--protocol", "ftp", "a.png", "b.png"])
 
 
-def test_png_round_trip(tmp_path: Path) -> None:
-    pixels = np.random.default_rng(0).integers(0, 256, (13, 17, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "in.png")
-    image = read_image(tmp_path / "in.png")
-    assert image.shape == (1, 3, 13, 17) and image.dtype == np.float32
-    assert image.min() >= 0 and image.max() <= 1
-    write_image(tmp_path / "out.png", image)
-    with Image.open(tmp_path / "out.png") as out:
-        assert out.mode == "RGB"
-        np.testing.assert_array_equal(np.asarray(out), pixels)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out.png"]
-
-
-def test_read_converts_grey_and_alpha(tmp_path: Path) -> None:
-    Image.new("L", (5, 4), 128).save(tmp_path / "grey.png")
-    Image.new("RGBA", (5, 4), (255, 0, 0, 10)).save(tmp_path / "rgba.png")
-    assert read_image(tmp_path / "grey.png").shape == (1, 3, 4, 5)
-    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png")[0, :, 0, 0], [1, 0, 0])
-    (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match="cannot read image"):
-        read_image(tmp_path / "bad.png")
-
-
 def test_to_uint8_clips_and_rounds() -> None:
-    image = np.array([-0.5, 0.0, 0.5 / 255, 1.4 / 255, 1.0, 2.0], dtype=np.float32).reshape(1, 1, 1, 6)
-    out = to_uint8(np.repeat(image, 3, axis=1))
-    assert out.shape == (1, 6, 3)
-    assert out[0, :, 0].tolist() == [0, 0, 0, 1, 255, 255]  # 0.5 rounds to even
+    plane = np.array([-0.5, 0.0, 0.5 / 255, 1.4 / 255, 1.0, 2.0], dtype=np.float32)
+    assert to_uint8(plane).tolist() == [0, 0, 0, 1, 255, 255]  # 0.5 rounds to even
 
 
 def test_model_info_from_generated_config(tmp_path: Path) -> None:
@@ -95,18 +63,18 @@ def test_model_info_from_generated_config(tmp_path: Path) -> None:
     for variant in spec.selected:
         message = text_format.Parse(model_config(spec, variant), model_config_pb2.ModelConfig())
         config = json.loads(json_format.MessageToJson(message, preserving_proto_field_name=True))
-        infos[variant] = parse_model_info(config)
-    assert infos["plan"] == ModelInfo(name="esc-light_x4", input_name="input", output_name="output",
-                                      max_batch_size=2, max_hw=(96, 128), min_hw=(32, 32), scale=4,
-                                      window_size=32)  # fmt: skip
-    assert infos["python"] == ModelInfo(name="esc-light_x4_python", input_name="input", output_name="output",
-                                        max_batch_size=2, max_hw=(48, 64), min_hw=(17, 17), scale=4,
-                                        window_size=32)  # fmt: skip
+        runner = TritonRunner("127.0.0.1:1", None, config, "http", 1.0)  # connects only when it runs
+        assert (runner.name, runner.input_name, runner.output_name) == (spec.model_name(variant), "input", "output")
+        infos[variant] = runner.facts
+    assert infos["plan"] == ModelFacts(max_batch=2, max_hw=(96, 128), min_hw=(32, 32), scale=4, window=32,
+                                       family="esc", source="Triton model 'esc-light_x4'")  # fmt: skip
+    assert infos["python"] == ModelFacts(max_batch=2, max_hw=(48, 64), min_hw=(17, 17), scale=4, window=32,
+                                         family="esc", source="Triton model 'esc-light_x4_python'")  # fmt: skip
     with pytest.raises(ValueError, match="one input and one output"):
-        parse_model_info({"name": "x", "input": []})
+        TritonRunner("127.0.0.1:1", None, {"name": "x", "input": []}, "http", 1.0)
     bare = {"name": "x", "input": [{"name": "i"}], "output": [{"name": "o"}]}
     with pytest.raises(ValueError, match=r"model 'x' does not record esc_scale, esc_window_size, esc_min_input_hw"):
-        parse_model_info(bare)
+        TritonRunner("127.0.0.1:1", None, bare, "http", 1.0)
 
 
 def test_plan_tiles() -> None:
@@ -120,7 +88,7 @@ def test_plan_tiles() -> None:
     assert plan_tiles(_info(), (200, 300), concurrency=2).tiles_per_call == 2
     with pytest.raises(ValueError, match="exceeds"):
         plan_tiles(_info(), (200, 300), max_tile=65)
-    with pytest.raises(ValueError, match="below model 'm'"):
+    with pytest.raises(ValueError, match=r"below the model's minimum side 9 \(model 'm'\)"):
         plan_tiles(_info(), (200, 300), max_tile=8)
 
 
@@ -134,8 +102,8 @@ def test_driver_with_local_upscaler(max_batch: int) -> None:
         assert batch.shape[2] <= 64 and batch.shape[3] <= 64
         return _nearest(2)(batch)
 
-    plan = plan_tiles(_info(max_batch_size=max_batch), (150, 101), overlap=16)
-    out = upscale_image(image, upscale, scale=2, plan=plan)
+    plan = plan_tiles(_info(max_batch=max_batch), (150, 101), overlap=16)
+    out = upscale_array(image, upscale, scale=2, plan=plan)
     np.testing.assert_allclose(out, _nearest(2)(image), rtol=0, atol=1e-6)
     assert max(shape[0] for shape in calls) <= max(max_batch, 1) and len(calls) > 1
 
@@ -185,7 +153,7 @@ def test_driver_pads_small_last_tiles() -> None:
         return _nearest(2)(batch)
 
     plan = plan_tiles(_info(max_hw=(40, 40), min_hw=(20, 20)), (75, 40), overlap=0, align=32)  # rows 0, 32, 64
-    out = upscale_image(image, upscale, scale=2, plan=plan, min_hw=(20, 20))
+    out = upscale_array(image, upscale, scale=2, plan=plan, min_hw=(20, 20))
     np.testing.assert_allclose(out, _nearest(2)(image), rtol=0, atol=1e-6)
     assert any(s[2] == 20 for s in shapes)  # the 11-row last tile went out padded to 20
 

@@ -17,15 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from esc_deploy.serving.client.triton_io import (
-    TritonError,
-    TritonUpscaler,
-    connect,
-    plan_tiles,
-    read_image,
-    to_uint8,
-    upscale_image,
-)
+from esc_deploy.runtime.images import read_image, to_uint8
+from esc_deploy.runtime.tiles import plan_tiles, upscale_array
+from esc_deploy.runtime.triton import TritonError, TritonRunner, connect
 from esc_deploy.serving.local_server import LocalTriton, group_alive
 from tests.serving.fixtures import MAX_BATCH, MAX_TILE, SERVED_CHECKPOINT, Served
 
@@ -97,14 +91,15 @@ def test_tiled_photograph_equals_tiled_onnx_runtime(
         served_u8 = np.asarray(img.convert("RGB"))
     assert served_u8.shape == (256, 384, 3)
 
-    image = read_image(photo)
-    info = connect(served.url(protocol), served.model, protocol).info  # type: ignore[arg-type]
-    assert (info.scale, info.window_size, info.max_hw, info.min_hw) == (4, 32, (MAX_TILE, MAX_TILE), (17, 17))
+    image = read_image(photo).colour
+    with connect(served.url(protocol), served.model, protocol) as runner:  # type: ignore[arg-type]
+        info = runner.facts
+    assert (info.scale, info.window, info.max_hw, info.min_hw) == (4, 32, (MAX_TILE, MAX_TILE), (17, 17))
     plan = plan_tiles(info, (64, 96), overlap=16, concurrency=4)
     assert plan.tile == (MAX_TILE, MAX_TILE) and plan.align == 32
-    tiled = to_uint8(upscale_image(image, ort, scale=4, plan=plan, min_hw=info.min_hw))
+    tiled = _hwc_uint8(upscale_array(image, ort, scale=4, plan=plan, min_hw=info.min_hw))
     np.testing.assert_array_equal(served_u8, tiled)  # 0 difference in 8-bit
-    untiled = to_uint8(ort(image))
+    untiled = _hwc_uint8(ort(image))
     assert _psnr(served_u8, untiled) >= SEAM_PSNR_DB
 
 
@@ -142,9 +137,9 @@ def test_small_image_is_padded_by_the_client_and_refused_raw(
     proc = _client("--url", served.server.http_url, "--model", served.model,
                    str(tmp_path / "small.png"), str(tmp_path / "out.png"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    image = read_image(tmp_path / "small.png")
+    image = read_image(tmp_path / "small.png").colour
     padded = np.pad(image, ((0, 0), (0, 0), (0, 17 - 9), (0, 17 - 12)), mode="reflect")
-    expected = to_uint8(ort(padded)[:, :, :36, :48])
+    expected = _hwc_uint8(ort(padded)[:, :, :36, :48])
     with Image.open(tmp_path / "out.png") as img:
         np.testing.assert_array_equal(np.asarray(img), expected)
 
@@ -153,6 +148,11 @@ def test_small_image_is_padded_by_the_client_and_refused_raw(
         upscaler.infer(image)
     _assert_one_line_naming_model(raised.value, served.model)
     _assert_ready(served)
+
+
+def _hwc_uint8(image: np.ndarray) -> np.ndarray:
+    """[1, 3, H, W] in [0, 1] -> the [H, W, 3] 8-bit pixels a PNG holds."""
+    return to_uint8(image[0].transpose(1, 2, 0))
 
 
 def _assert_one_line_naming_model(exc: BaseException, model: str) -> None:
@@ -174,7 +174,7 @@ def _assert_one_line_naming_model(exc: BaseException, model: str) -> None:
 def test_bad_requests_are_one_line_and_leave_the_server_ready(
     served: Served, protocol: str, make: Callable[[np.random.Generator], np.ndarray], message: str
 ) -> None:
-    upscaler: TritonUpscaler = connect(served.url(protocol), served.model, protocol)  # type: ignore[arg-type]
+    upscaler: TritonRunner = connect(served.url(protocol), served.model, protocol)  # type: ignore[arg-type]
     with pytest.raises(TritonError) as raised:
         upscaler.infer(make(np.random.default_rng(2)))
     _assert_one_line_naming_model(raised.value, served.model)

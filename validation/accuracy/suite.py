@@ -40,16 +40,16 @@ from esc_deploy.validation.backends import (
     REFERENCE,
     Backend,
     Graph,
-    OnnxRuntimeRunner,
     Precision,
     Runner,
     RunOutputs,
-    TensorRTRunner,
-    TorchRunner,
     build_parity_engine,
     export_graphs,
+    onnxruntime_runner,
     run_inputs,
     skip_reason,
+    tensorrt_runner,
+    torch_runner,
 )
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def run_parity(
         log(f"exported in {time.perf_counter() - t0:.1f} s")
 
     reference_model = _reference_model(model)
-    reference_runner = TorchRunner(REFERENCE, reference_model, precision=Precision.FP32, device="cpu")
+    reference_runner = torch_runner(REFERENCE, reference_model, precision=Precision.FP32, device="cpu")
     reference = run_inputs(reference_runner, inputs, progress=options.progress)
     results[REFERENCE].status, results[REFERENCE].run = "reference", reference
     fp16 = Fp16Context(model, _calibration(model, options, runnable, log), options.calibration)
@@ -257,11 +257,11 @@ def _make_runner(
     backend = r.backend
     if backend.kind == "torch":
         device = options.torch_device
-        runner = TorchRunner(backend.name, model, precision=backend.precision, device=device, fp16=fp16)
-        runner.model.set_attention(REFERENCE_ATTENTION if device == "cpu" else "auto")
-        return runner
+        attention = REFERENCE_ATTENTION if device == "cpu" else "auto"
+        return torch_runner(backend.name, model, precision=backend.precision, device=device, fp16=fp16,
+                            attention=attention)  # fmt: skip
     if backend.kind == "onnxruntime":
-        return OnnxRuntimeRunner(backend.name, fp16.graph_for(backend, fp32_graphs))
+        return onnxruntime_runner(backend.name, fp16.graph_for(backend, fp32_graphs), model)
     engine = options.engine
     if engine is None:
         engine = build_parity_engine(
@@ -273,8 +273,9 @@ def _make_runner(
             calibration=options.calibration,
             log=log,
         )
-    trt_runner = TensorRTRunner(backend.name, engine, plugin=options.plugin if options.plugin.is_file() else None)
-    r.precision = trt_runner.precision
+    trt_runner, r.precision = tensorrt_runner(
+        backend.name, engine, plugin=options.plugin if options.plugin.is_file() else None
+    )
     return trt_runner
 
 

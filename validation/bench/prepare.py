@@ -66,6 +66,7 @@ def fp16_context(model: ESCBase, calibration: str) -> Fp16Context:
 def prepare_eager(
     model: ESCBase, backend: str, dtype: Precision, device: Device, shape: tuple[int, ...], calibration: str
 ) -> Prepared:
+    """Times the module on device tensors, not a runtime runner: a runner's host copies would be timed too."""
     import copy
 
     import torch
@@ -125,9 +126,9 @@ def prepare_onnxruntime(
     threads: int | None = None,
 ) -> Prepared:
     import numpy as np
-    import onnxruntime as ort
 
-    from esc_deploy.export.onnx_graph.ort_session import ort_session
+    from esc_deploy.runtime.facts import ModelFacts
+    from esc_deploy.runtime.ort_runner import OrtRunner
     from esc_deploy.validation.backends import export_graphs
 
     proto = export_graphs(model, [graph.attention], opset=graph.opset)[graph.attention]
@@ -135,17 +136,17 @@ def prepare_onnxruntime(
         proto = fp16_context(model, calibration).mixed_graph(graph.key, proto)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     # timed with its arena: the arena's reuse is part of its speed
-    session = ort_session(proto, providers=providers, arena=True, threads=threads)
+    facts = ModelFacts.from_model(model, source=graph.label)
+    runner = OrtRunner(proto, providers=providers, arena=True, threads=threads, facts=facts)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    name = session.get_inputs()[0].name
 
     def fn() -> Any:
-        # Synchronous, the CUDA provider too: run() returns numpy arrays, copied to the host when done.
-        return session.run(None, {name: x})
+        # Synchronous, the CUDA provider too: the runner returns numpy arrays, copied to the host when done.
+        return runner(x)
 
     what = graph.label + (", mixed fp16" if dtype == "fp16" else "")
     threads_text = f"intra-op threads {'default' if threads is None else threads}"
-    detail = f"ONNX Runtime {ort.__version__} ({', '.join(session.get_providers())}), {what}, {threads_text}"
+    detail = f"{runner.describe()}, {what}, {threads_text}"
     return Prepared(fn, host_ready, "", detail)
 
 
@@ -154,7 +155,7 @@ def prepare_tensorrt(model: ESCBase, dtype: Precision, shape: tuple[int, ...], o
 
     from esc_deploy.export.shape_profile import ShapeProfile
     from esc_deploy.export.trt.from_graph import build_engine_from_graph
-    from esc_deploy.serving.engine_runner import EngineRunner
+    from esc_deploy.runtime.engine import EngineRunner
     from esc_deploy.validation.backends import export_graphs
 
     b, c, h, w = shape

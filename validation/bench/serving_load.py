@@ -149,7 +149,7 @@ def ensure_onnx(path: Path) -> Path:
 def run_benchmark(options: BenchOptions, log: Callable[[str], None] = print) -> BenchReport:
     """Every case, Triton first, then ONNX Runtime in-process on the same image and counts."""
     from esc_deploy.export.onnx_graph.ort_session import ort_session
-    from esc_deploy.serving.client.triton_io import connect
+    from esc_deploy.runtime.triton import connect
     from esc_deploy.serving.local_server import LocalTriton
     from esc_deploy.serving.model_repository.writer import make_repository, spec_from_files
     from esc_deploy.validation.machine import machine_info
@@ -290,7 +290,7 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from esc_deploy.serving.client.triton_io import TritonError
+    from esc_deploy.runtime.triton import TritonError
     from esc_deploy.serving.local_server import TritonServerError
 
     try:

@@ -22,8 +22,6 @@ onnxruntime-opset23 (the native graph at opset 23: one standard Attention node e
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -216,34 +214,17 @@ def build_models(options: BenchmarkOptions) -> dict[int, ESCBase]:
 
 
 def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) -> str | None:
-    """Why ``backend`` cannot run here, or None."""
-    import importlib.util
+    """Why ``backend`` cannot run here, or None (esc_deploy.runtime's rules, and the benchmark's own)."""
+    from esc_deploy.runtime.runner import skip_reason as runtime_skip_reason
 
-    if backend in ("eager-flex", "eager-fused") and device != "cuda":
-        what = "compiled FlexAttention (inductor cannot compile it for CPU in torch 2.13)"
-        if backend == "eager-fused":
-            what = "this project's CUDA kernel"
-        return f"needs a CUDA device: {what}"
-    if backend == "eager-fused":
-        from esc.kernel_files import LIBRARY_ENV
-
-        cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
-        if not (os.environ.get(LIBRARY_ENV) or shutil.which("nvcc") or (Path(cuda_home) / "bin" / "nvcc").is_file()):
-            return f"needs nvcc to compile the fused kernel, or {LIBRARY_ENV} naming a prebuilt library"
+    if backend.startswith("eager-"):
+        return runtime_skip_reason("torch", device=device, attention=backend.removeprefix("eager-"))
     if backend in ORT_GRAPHS:
-        if importlib.util.find_spec("onnxruntime") is None:
-            return "onnxruntime is not installed"
-        if device == "cuda":
-            import onnxruntime as ort
-
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+        return runtime_skip_reason("onnxruntime", device=device)
     if backend == "tensorrt":
         if device != "cuda":  # else it would run on a GPU anyway, timed by the CPU mode's clock
             return f"TensorRT runs on CUDA only, not on device {device}"
-        from esc_deploy.export.trt.env import cannot_run_engines
-
-        reason = cannot_run_engines()
+        reason = runtime_skip_reason("tensorrt", device=device)
         if reason is not None:
             return reason
         if not plugin.is_file():

@@ -242,7 +242,7 @@ def test_compatibility_problems(plugin_engine: Path) -> None:
 
 
 def test_runner_takes_the_plugin_from_the_sidecar(plugin_engine: Path, native_engine: Path, tmp_path: Path) -> None:
-    from esc_deploy.serving.engine_runner import plugin_for
+    from esc_deploy.runtime.engine import plugin_for
 
     sidecar = EngineSidecar.read(plugin_engine)
     assert sidecar.plugin is not None

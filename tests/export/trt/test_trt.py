@@ -60,7 +60,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def runner(built: Any) -> Any:
-    from esc_deploy.serving.engine_runner import EngineRunner
+    from esc_deploy.runtime.engine import EngineRunner
 
     _, result = built
     return EngineRunner(result.engine)

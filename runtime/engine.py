@@ -1,4 +1,5 @@
-"""Run a built engine from Python on torch CUDA tensors: what validation and serving use.
+"""Run a built engine from Python: ``EngineRunner`` on torch CUDA tensors (benchmarks time it without copies),
+``TensorRTRunner`` as a numpy ``Runner`` (upscale, parity).
 
     runner = EngineRunner(Path("build/esc-light_x4_fp16_....engine"))
     y = runner(x)  # x: (N, 3, H, W) CUDA tensor inside the engine's profile -> (N, 3, sH, sW)
@@ -13,11 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from esc_deploy.common.files import sha256_file
+from esc_deploy.export.precision import Precision
 from esc_deploy.export.shape_profile import Shape, ShapeProfile, check_shape_in_profile, format_shape
 from esc_deploy.export.trt.env import MissingDependencyError, require_cuda_gpu, require_runtime
-from esc_deploy.export.trt.files import sha256_file
 from esc_deploy.export.trt.plugin import load_plugin_library
 from esc_deploy.export.trt.sidecar import EngineSidecar
+from esc_deploy.runtime.facts import ModelFacts
+from esc_deploy.runtime.runner import RunnerBase
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -152,3 +158,25 @@ class EngineRunner:
             f"{self.sidecar.precision.value}, "
             f"profile {self.profile.describe()}, device memory {self.device_memory_bytes / 2**20:.1f} MiB"
         )
+
+
+class TensorRTRunner(RunnerBase):
+    """A built engine as a ``Runner``: numpy in, numpy out (the engine's I/O dtype converted on the GPU)."""
+
+    def __init__(self, engine: Path, *, plugin: Path | None = None, device: int = 0) -> None:
+        self.engine = EngineRunner(engine, plugin=plugin, device=device)
+        self.facts = ModelFacts.from_sidecar(self.engine.sidecar, source=str(engine))
+
+    @property
+    def precision(self) -> Precision:
+        return self.engine.sidecar.precision
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        y = self.engine(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.engine.device))
+        torch.cuda.synchronize(self.engine.device)
+        return self.checked(batch, y.float().cpu().numpy())
+
+    def describe(self) -> str:
+        return self.engine.describe()

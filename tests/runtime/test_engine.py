@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from esc_deploy.export.shape_profile import ShapeProfile
-from esc_deploy.serving.engine_runner import profile_from_dims
+from esc_deploy.runtime.engine import profile_from_dims
 
 PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 360, 640), (2, 3, 1080, 1920))
 
