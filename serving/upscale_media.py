@@ -21,6 +21,7 @@ from esc_deploy.common.command import ArgumentParser, error, interrupted, quiet_
 if TYPE_CHECKING:
     from esc_deploy.runtime.runner import BackendKind, Runner
 
+
 @dataclass(frozen=True)
 class RunnerSpec:
     """What opens a runner, small enough to send to Ray actors (each opens its own runner from it)."""
