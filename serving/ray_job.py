@@ -338,6 +338,9 @@ def run_from_args(args: argparse.Namespace) -> int:
             report = upscale_video(args.input, target, spec, video_options(args), options)
         else:
             jobs, quality = image_jobs(args, spec)
+            if not jobs:  # every output exists (--skip-existing)
+                print("nothing to do: every output exists")
+                return 0
             report = upscale_images(jobs, spec, options, quality=quality)
     finally:
         if started_here:
@@ -355,8 +358,10 @@ def image_jobs(args: argparse.Namespace, spec: RunnerSpec) -> tuple[list[tuple[P
     from esc_deploy.serving.upscale_jobs import plan_jobs
 
     work = plan_jobs(args.input, args.output, suffix=args.suffix, skip_existing=args.skip_existing)
-    if work.unreadable:
+    if work.unreadable:  # refused up front: the cluster would only fail on it later
         raise ValueError(work.unreadable[0])
+    for path in work.skipped:
+        print(f"{path} exists: skipped")
     with spec.open() as runner:
         facts = runner.facts
     tile = args.tile if args.tile is not None else min(DEFAULT_TILE, facts.max_side or DEFAULT_TILE)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,23 +67,19 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def wants_media(argv: Sequence[str]) -> bool:
-    """Whether this command line is a video or a Ray run (otherwise the image command takes it unchanged)."""
+def main(argv: list[str] | None = None) -> int:
     from esc_deploy.serving.video import is_video
 
-    if "--ray" in argv or any(a.startswith("--ray=") for a in argv):
-        return True
-    positional = [a for a in argv if not a.startswith("-")]
-    return bool(positional) and is_video(Path(positional[0]))
-
-
-def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if not wants_media(args_list):
+    args = build_parser().parse_args(args_list)  # the image command's options and these
+    if args.ray is None and not is_video(args.input):
+        media_only = [f"--{name.replace('_', '-')}" for name in ("codec", "crf", "actors", "frames_per_task")
+                      if getattr(args, name) is not None]  # fmt: skip
+        if media_only:
+            return error(f"upscale: {', '.join(media_only)} apply to videos and --ray runs only")
         from esc_deploy.serving import upscale
 
         return upscale.main(args_list)
-    args = build_parser().parse_args(args_list)
     quiet_exporter_logs()
     try:
         if args.ray is not None:

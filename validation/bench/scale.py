@@ -9,6 +9,7 @@ Inputs: scikit-image photographs cut to ``--size`` and a clip of moving photogra
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -124,7 +125,8 @@ def section(rows: list[tuple[str, str, float, str]], args: argparse.Namespace, m
     lines = [START, "", f"Model: {model}; median of {args.runs} runs; wall time of the whole command.", "",
              "| path | work | seconds | rate |", "|---|---|---|---|"]  # fmt: skip
     lines += [f"| {name} | {work} | {seconds:.2f} | {rate} |" for name, work, seconds, rate in rows]
-    lines += ["", f"Machine: {machine}.", "", END]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # a shared machine's other work shows up in the times
+    lines += ["", f"Machine: {machine}; load average after the run (1, 5, 15 min): {load}.", "", END]
     return "\n".join(lines)
 
 
