@@ -59,6 +59,9 @@ def build_parser() -> ArgumentParser:
     media.add_argument("--crf", type=int, help="h264/vp9 constant quality (lower is better; default: the codec's)")
     if "--batch" not in known:
         media.add_argument("--batch", type=int, help=f"frames per backend call (default: {DEFAULT_BATCH})")
+    else:  # the image command's option: tiles per call there, frames per call for a video
+        batch = p._option_string_actions["--batch"]
+        batch.help = f"tiles per backend call for images (default: 1), frames for videos (default: {DEFAULT_BATCH})"
     media.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                        help="run on Ray: a cluster's address, or none for a local instance")  # fmt: skip
     media.add_argument("--actors", type=int, help="Ray: model actors (default: one per GPU, else 1)")
