@@ -30,6 +30,10 @@ class CheckpointError(ValueError):
     """The file or state dict is not an ESC checkpoint this library can load."""
 
 
+class UnsupportedVariantError(CheckpointError):
+    """An ESC checkpoint of a variant this library recognises but does not implement (ESCRealM)."""
+
+
 def read_state_dict(checkpoint: Checkpoint) -> StateDict:
     """A flat name -> tensor dict from a path (.pth/.pt/.safetensors) or an in-memory dict.
 
@@ -96,7 +100,7 @@ def _count(state: StateDict, pattern: str) -> int:
 
 def detect_family(state: StateDict) -> Family:
     if "to_img.offset.weight" in state or "to_img.MetaUpsample" in state:
-        raise CheckpointError(
+        raise UnsupportedVariantError(
             "ESC-Real with DySample or UniUpsample (ESCRealM) is not supported; "
             "expected the default nearest+conv upsampler (to_img.1.weight ... to_img.8.weight)"
         )

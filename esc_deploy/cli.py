@@ -21,8 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Triton model repository (python serving/make_triton_repo.py)",
     ),
     "upscale": (
-        "esc_deploy.serving.upscale",
-        "upscale an image or a folder, keeping format, alpha, gray and 16 bits (torch, ONNX Runtime, TensorRT)",
+        "esc_deploy.serving.upscale_media",  # videos and --ray there, images in esc_deploy.serving.upscale
+        "upscale an image, a folder or a video, keeping format, alpha, gray, 16 bits and audio (--ray: on Ray)",
     ),
 }
 

@@ -1,0 +1,132 @@
+"""esc-deploy upscale --ray on a real local Ray instance (2 CPUs, no dashboard, 127.0.0.1, one per module):
+photographs and a video give the local run's results bit for bit; an actor killed mid-run loses nothing."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esc_deploy.serving import upscale_media
+from tests.conftest import GOLDEN_DIR
+from tests.serving.videos import audio_packets, decode_rgb, make_video
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")  # a dependency of Ray
+pytest.importorskip("ray.data")
+Image = pytest.importorskip("PIL.Image")
+CHECKPOINT = GOLDEN_DIR / "tiny_x2.pth"
+MODEL = ["--checkpoint", str(CHECKPOINT), "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One Ray instance for the module; its session folder is removed at the end (and checked to be gone)."""
+    folder = tempfile.mkdtemp(prefix="esc-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             _temp_dir=folder)  # fmt: skip
+    try:
+        yield ray
+    finally:
+        started = psutil.Process().children(recursive=True)  # Ray's processes: GCS, raylet, workers, actors
+        ray.shutdown()
+        _, alive = psutil.wait_procs(started, timeout=30)  # workers exit a few seconds after the shutdown
+        for process in alive:  # by PID, only what this instance started
+            process.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+        assert not Path(folder).exists() and not alive
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 photograph crops of different sizes, one gray and one with alpha."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    for i in range(24):
+        photo = sources[i % 4]
+        h, w = 24 + i, 48 - i
+        y, x = 15 * i % 200, 10 * i % 250
+        crop = np.ascontiguousarray(photo[y : y + h, x : x + w, :3])
+        image = Image.fromarray(crop)
+        if i == 3:
+            image = image.convert("L")
+        if i == 5:
+            image.putalpha(Image.fromarray(np.linspace(0, 255, h * w).reshape(h, w).astype(np.uint8)))
+        image.save(folder / f"photo{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_images(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("local")
+    assert upscale_media.main([str(photos), str(out), *MODEL]) == 0
+    return out
+
+
+def _pixels(folder: Path) -> dict[str, np.ndarray]:
+    found = {}
+    for path in sorted(folder.iterdir()):
+        with Image.open(path) as image:
+            found[path.name] = np.asarray(image).copy()
+    return found
+
+
+def _same_outputs(got: Path, want: Path) -> None:
+    mine, theirs = _pixels(got), _pixels(want)
+    assert sorted(mine) == sorted(theirs)
+    for name, pixels in theirs.items():
+        np.testing.assert_array_equal(mine[name], pixels, err_msg=name)
+
+
+def test_photographs_equal_the_local_run(local_ray, photos: Path, local_images: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ray"
+    assert upscale_media.main([str(photos), str(out), "--ray", "--actors", "2", *MODEL]) == 0
+    _same_outputs(out, local_images)
+    printed = capsys.readouterr().out
+    assert "peak memory per actor: pid" in printed and " MiB" in printed
+
+
+def test_killed_actors_are_replaced_and_nothing_is_lost(local_ray, photos: Path, local_images: Path, tmp_path: Path):
+    from esc_deploy.serving.ray_job import RayOptions, image_jobs, upscale_images
+
+    out = tmp_path / "ray"
+    args = upscale_media.build_parser().parse_args([str(photos), str(out), "--ray", *MODEL])
+    spec = upscale_media.RunnerSpec.from_args(args)
+    jobs, quality = image_jobs(args, spec)
+    seen: list[int] = []
+    killed: list[int] = []
+
+    def kill_every_actor(output: dict) -> None:
+        """At the first output, SIGKILL every model actor: whatever they had not finished must be retried."""
+        seen.append(output["pid"])
+        if len(seen) == 1:
+            for process in psutil.process_iter(["cmdline"]):
+                if "MapBatches(ImageActor)" in " ".join(process.info["cmdline"] or []):
+                    killed.append(process.pid)
+                    process.kill()
+
+    report = upscale_images(jobs, spec, RayOptions(actors=2), quality=quality, on_output=kill_every_actor)
+    assert len(report.outputs) == len(set(report.outputs)) == len(jobs) == 24  # each image once
+    _same_outputs(out, local_images)
+    assert seen[0] in killed and len(killed) == 2
+    assert set(seen) - set(killed), "no restarted actor wrote an output"  # the replacements did the rest
+    assert all(mib > 0 for mib in report.actor_peak_mib.values())
+    print(report.memory_line())
+
+
+def test_video_equals_the_local_run(local_ray, tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=24)
+    common = ["--codec", "ffv1", "--batch", "4", *MODEL]
+    assert upscale_media.main([str(clip), str(tmp_path / "local.mkv"), *common]) == 0
+    ray_args = ["--ray", "--actors", "2", "--frames-per-task", "8"]
+    assert upscale_media.main([str(clip), str(tmp_path / "ray.mkv"), *ray_args, *common]) == 0
+    local, remote = decode_rgb(tmp_path / "local.mkv"), decode_rgb(tmp_path / "ray.mkv")
+    assert len(remote) == len(local) == 24
+    for a, b in zip(remote, local, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert audio_packets(tmp_path / "ray.mkv") == audio_packets(clip)
