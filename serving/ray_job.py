@@ -13,15 +13,18 @@ Results are the local run's, bit for bit in 8 bits: each image and each batch of
 same runner and tile plan as locally. An actor that dies is restarted and its tasks retried (Ray Data's
 actor pools default to unlimited restarts and task retries); each actor reports its peak memory (resident
 set), collected in ``RayReport``.
-Without an address a local Ray instance is started (127.0.0.1, no dashboard) and stopped at the end.
+Without an address a local Ray instance is started (``local_ray``: loopback only, no dashboard, its own session
+folder) and stopped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import resource
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -71,17 +74,63 @@ class RayReport:
 # ------------------------------------------------------------------------------------------------ the cluster
 
 
-def connect(address: str | None) -> bool:
-    """Join ``address``, or start a local instance; True when this call started (and so must stop) Ray."""
-    import ray
+# Ray resolves 127.0.0.1 to the machine's routable address (so that other nodes can reach it) unless it runs as a
+# single-node instance; Ray reads this at import, in the driver and in every process it starts.
+LOOPBACK_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
-    if ray.is_initialized():
-        return False
-    if address:
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int | None = None) -> Iterator[None]:
+    """A Ray instance on this machine alone: every server binds 127.0.0.1 and talks over loopback, no dashboard,
+    a fresh session folder; at the end its processes are stopped (by PID, only those it started) and the folder
+    removed. RuntimeError where ray was imported before in cluster mode (it would use the routable address)."""
+    os.environ.update(LOOPBACK_ONLY_ENV)
+    import psutil  # a dependency of Ray
+    import ray
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        raise RuntimeError(f"ray was imported before {LOOPBACK_ONLY_ENV} was set: it would not stay on loopback")
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    folder = tempfile.mkdtemp(prefix="esc-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+                 _temp_dir=folder)  # fmt: skip
+        yield
+    finally:
+        started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        ray.shutdown()
+        _, alive = psutil.wait_procs(started, timeout=30)  # workers exit a few seconds after the shutdown
+        for process in alive:
+            process.kill()
+        psutil.wait_procs(alive, timeout=10)
+        for _ in range(10):  # a process that was exiting may still have written a log file into it
+            shutil.rmtree(folder, ignore_errors=True)
+            if not os.path.exists(folder):
+                break
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """The Ray this job runs on: one already initialised in this process (left running), the cluster at
+    ``address`` (joined, then left), or else a ``local_ray``."""
+    import sys
+
+    running = sys.modules.get("ray")
+    if running is not None and running.is_initialized():
+        yield
+    elif address:
+        import ray
+
         ray.init(address=address, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
     else:
-        ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    return True
+        with local_ray():
+            yield
 
 
 def actor_threads(options: RayOptions) -> int:
@@ -322,8 +371,6 @@ def _scale_of(spec: RunnerSpec) -> int:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """The --ray branch of esc-deploy upscale."""
-    import ray
-
     from esc_deploy.serving.upscale_media import RunnerSpec, video_options, video_target
     from esc_deploy.serving.video import is_video
 
@@ -331,8 +378,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                          frames_per_task=args.frames_per_task or DEFAULT_FRAMES_PER_TASK,
                          progress=not args.no_progress)  # fmt: skip
     spec = RunnerSpec.from_args(args)
-    started_here = connect(options.address)
-    try:
+    with ray_session(options.address):
         if is_video(args.input):
             target = video_target(args.input, args.output)
             report = upscale_video(args.input, target, spec, video_options(args), options)
@@ -342,9 +388,6 @@ def run_from_args(args: argparse.Namespace) -> int:
                 print("nothing to do: every output exists")
                 return 0
             report = upscale_images(jobs, spec, options, quality=quality)
-    finally:
-        if started_here:
-            ray.shutdown()
     for path in report.outputs:
         print(path)
     print(report.memory_line())

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Ray reads this at import: a local instance that tests start stays on loopback (serving/ray_job.py local_ray).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 # The real Triton server fixtures, shared by tests/serving and the serving benchmark's tests.
 pytest_plugins = ["tests.serving.fixtures"]
 

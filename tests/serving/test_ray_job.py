@@ -3,14 +3,13 @@ photographs and a video give the local run's results bit for bit; an actor kille
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from esc_deploy.serving import upscale_media
+from esc_deploy.serving import ray_job, upscale_media
 from tests.conftest import GOLDEN_DIR
 from tests.serving.videos import audio_packets, decode_rgb, make_video
 
@@ -24,20 +23,24 @@ MODEL = ["--checkpoint", str(CHECKPOINT), "--no-progress"]
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One Ray instance for the module; its session folder is removed at the end (and checked to be gone)."""
-    folder = tempfile.mkdtemp(prefix="esc-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             _temp_dir=folder)  # fmt: skip
-    try:
+    """One Ray instance for the module (serving/ray_job.py local_ray): after it, no process it started is left
+    and no session folder."""
+    before = set(Path("/tmp").glob("esc-ray-*"))
+    with ray_job.local_ray(num_cpus=2):
+        started = psutil.Process().children(recursive=True)  # Ray's processes: GCS, raylet, workers
         yield ray
-    finally:
-        started = psutil.Process().children(recursive=True)  # Ray's processes: GCS, raylet, workers, actors
-        ray.shutdown()
-        _, alive = psutil.wait_procs(started, timeout=30)  # workers exit a few seconds after the shutdown
-        for process in alive:  # by PID, only what this instance started
-            process.kill()
-        shutil.rmtree(folder, ignore_errors=True)
-        assert not Path(folder).exists() and not alive
+    assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert set(Path("/tmp").glob("esc-ray-*")) == before
+
+
+def ray_sockets() -> list[tuple[str, str, str]]:
+    """(process, local address, remote address) of every inet socket of this process's children."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            for c in process.net_connections(kind="inet"):
+                found.append((process.name(), c.laddr.ip if c.laddr else "", c.raddr.ip if c.raddr else ""))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -89,34 +92,46 @@ def test_photographs_equal_the_local_run(local_ray, photos: Path, local_images: 
     _same_outputs(out, local_images)
     printed = capsys.readouterr().out
     assert "peak memory per actor: pid" in printed and " MiB" in printed
+    # Every server Ray started listens, and every connection runs, on loopback (GCS, raylet, workers).
+    sockets = ray_sockets()
+    assert len(sockets) > 5
+    loopback = ("127.0.0.1", "::ffff:127.0.0.1", "::1", "")
+    assert [s for s in sockets if s[1] not in loopback or s[2] not in loopback] == []
 
 
 def test_killed_actors_are_replaced_and_nothing_is_lost(local_ray, photos: Path, local_images: Path, tmp_path: Path):
     from esc_deploy.serving.ray_job import RayOptions, image_jobs, upscale_images
 
-    out = tmp_path / "ray"
-    args = upscale_media.build_parser().parse_args([str(photos), str(out), "--ray", *MODEL])
-    spec = upscale_media.RunnerSpec.from_args(args)
-    jobs, quality = image_jobs(args, spec)
-    seen: list[int] = []
-    killed: list[int] = []
+    def run_and_kill(out: Path) -> tuple[list[int], list[int], dict[int, float]]:
+        """One run that SIGKILLs every model actor alive at its first output; (output pids, killed pids, peaks)."""
+        args = upscale_media.build_parser().parse_args([str(photos), str(out), "--ray", *MODEL])
+        spec = upscale_media.RunnerSpec.from_args(args)
+        jobs, quality = image_jobs(args, spec)
+        seen: list[int] = []
+        killed: list[int] = []
 
-    def kill_every_actor(output: dict) -> None:
-        """At the first output, SIGKILL every model actor: whatever they had not finished must be retried."""
-        seen.append(output["pid"])
-        if len(seen) == 1:
-            for process in psutil.process_iter(["cmdline"]):
-                if "MapBatches(ImageActor)" in " ".join(process.info["cmdline"] or []):
-                    killed.append(process.pid)
-                    process.kill()
+        def kill_every_actor(output: dict) -> None:
+            seen.append(output["pid"])
+            if len(seen) == 1:
+                for process in psutil.process_iter(["cmdline"]):
+                    if "MapBatches(ImageActor)" in " ".join(process.info["cmdline"] or []):
+                        killed.append(process.pid)
+                        process.kill()
 
-    report = upscale_images(jobs, spec, RayOptions(actors=2), quality=quality, on_output=kill_every_actor)
-    assert len(report.outputs) == len(set(report.outputs)) == len(jobs) == 24  # each image once
-    _same_outputs(out, local_images)
-    assert seen[0] in killed and len(killed) == 2
-    assert set(seen) - set(killed), "no restarted actor wrote an output"  # the replacements did the rest
-    assert all(mib > 0 for mib in report.actor_peak_mib.values())
-    print(report.memory_line())
+        report = upscale_images(jobs, spec, RayOptions(actors=2), quality=quality, on_output=kill_every_actor)
+        assert len(report.outputs) == len(set(report.outputs)) == len(jobs) == 24  # each image once
+        _same_outputs(out, local_images)
+        assert seen[0] in killed and 1 <= len(killed) <= 2  # the second actor may still have been starting
+        return seen, killed, report.actor_peak_mib
+
+    # A run whose actors had finished every image before the kill landed shows nothing about retries (the tiny
+    # model is fast): such a run is repeated, up to three runs, until one has outputs from replaced actors.
+    for attempt in range(3):
+        seen, killed, peaks = run_and_kill(tmp_path / f"ray{attempt}")
+        if set(seen) - set(killed):
+            break
+    assert set(seen) - set(killed), "in three runs no replacement actor wrote an output"
+    assert all(mib > 0 for mib in peaks.values())
 
 
 def test_video_equals_the_local_run(local_ray, tmp_path: Path) -> None:

@@ -72,8 +72,7 @@ def median_seconds(run: Callable[[], int], runs: int) -> float:
 
 def measure(args: argparse.Namespace, folder: Path) -> list[tuple[str, str, float, str]]:
     """(path, work, median seconds, rate) per benchmarked path."""
-    import ray
-
+    from esc_deploy.serving.ray_job import local_ray
     from esc_deploy.serving.upscale_media import main as upscale
 
     photos = folder / "photos"
@@ -98,20 +97,15 @@ def measure(args: argparse.Namespace, folder: Path) -> list[tuple[str, str, floa
 
     add("images, local", work_images, [str(photos), "", *model], len(images), "images")
     add("video, local", work_video, [str(video), "out.mp4", *model], args.frames, "frames")
-    ray_folder = tempfile.mkdtemp(prefix="esc-ray-", dir="/tmp")
     started = time.perf_counter()
-    ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1", _temp_dir=ray_folder)
-    rows.append(("Ray start (once)", "local instance", time.perf_counter() - started, "-"))
-    try:
+    with local_ray():
+        rows.append(("Ray start (once)", "local instance", time.perf_counter() - started, "-"))
         for actors in (1, 2):
             on_ray = ["--ray", "--actors", str(actors)]
             add(f"images, Ray, {actors} actor(s)", work_images, [str(photos), "", *on_ray, *model], len(images),
                 "images")  # fmt: skip
         add("video, Ray, 2 actors", work_video, [str(video), "out.mp4", "--ray", "--actors", "2", *model],
             args.frames, "frames")  # fmt: skip
-    finally:
-        ray.shutdown()
-        shutil.rmtree(ray_folder, ignore_errors=True)
     return rows
 
 
