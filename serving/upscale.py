@@ -67,6 +67,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_exporter_logs()
     try:
         return run(build_parser().parse_args(argv))
     except KeyboardInterrupt:  # the image being written is a temporary file, removed on the way out
@@ -80,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
     from esc_deploy.runtime.tiles import plan_tiles
     from esc_deploy.serving.upscale_jobs import plan_jobs
 
-    quiet_exporter_logs()
     try:
         _check_numbers(args)
         work = plan_jobs(args.input, args.output, suffix=args.suffix, skip_existing=args.skip_existing)

@@ -33,7 +33,7 @@ from esc.kernel_files import kernel_source_dir
 from esc_deploy.common.defaults import DOCS_DIR, OUTPUT_DIR
 failed = {}
 for module in pkgutil.walk_packages(esc_deploy.__path__, "esc_deploy."):
-    if module.name.endswith("__main__") or module.name.endswith("python_model"):  # python_model runs in Triton
+    if module.name.endswith(("__main__", "python_model", "image_model")):  # the last two run inside Triton
         continue
     try:
         importlib.import_module(module.name)

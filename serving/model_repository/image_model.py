@@ -26,7 +26,6 @@ Images above ``esc_max_pixels`` (H*W) are refused with one line, as is anything 
 
 from __future__ import annotations
 
-import ctypes
 import io
 import json
 from typing import Any
@@ -37,30 +36,14 @@ import triton_python_backend_utils as pb_utils
 from esc_deploy.runtime.facts import ModelFacts
 from esc_deploy.runtime.images import Picture, kept_mode, to_pil
 from esc_deploy.runtime.tiles import TilePlan, plan_tiles, upscale_array
+from esc_deploy.serving.model_repository.python_model import to_triton  # numpy 2 / DLPack with the 2.51 stub
 
 IMAGE = "IMAGE"
 MODE_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-_CONSUMED = b"used_dlpack"  # the stub's name for a capsule it took over (python_model.py explains)
-_capsule_name = ctypes.pythonapi.PyCapsule_GetName
-_capsule_name.argtypes, _capsule_name.restype = [ctypes.py_object], ctypes.c_char_p
-_set_destructor = ctypes.pythonapi.PyCapsule_SetDestructor
-_set_destructor.argtypes, _set_destructor.restype = [ctypes.py_object, ctypes.c_void_p], ctypes.c_int
 
 
 class RequestError(ValueError):
     """What is wrong with one request: its error response, one line."""
-
-
-def to_triton(name: str, array: np.ndarray) -> Any:
-    """``array`` as a stub tensor, by DLPack (numpy 2 and the 2.51 stub: see python_model.py)."""
-    contiguous = np.ascontiguousarray(array)
-    if not contiguous.flags.writeable:  # DLPack 0.8, the stub's, cannot say read-only
-        contiguous = contiguous.copy()
-    capsule = contiguous.__dlpack__()
-    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
-    if _capsule_name(capsule) == _CONSUMED:
-        _set_destructor(capsule, None)
-    return tensor
 
 
 def picture_of(pixels: np.ndarray, mode: str) -> Picture:
