@@ -72,15 +72,17 @@ class BuildResult:
     seconds: float
     runtime: TrtRuntime
     target: BuildTarget
+    fp16_reused: bool = False  # the fp16 ONNX came from an earlier conversion of the same file and options
 
 
 def check_inputs(options: EngineOptions) -> ESCConfig:
     """The files the build reads and the model's facts; cheap, and done before any TensorRT or GPU check."""
     if not options.onnx.is_file():
         raise MissingDependencyError(f"ONNX file {options.onnx} not found: export it with `python export/to_onnx.py`")
+    model = read_model_config(options.onnx)  # a corrupt file is reported before a missing plugin
+    check_onnx_file(options.onnx)
     if options.plugin is not None:
         require_plugin_file(options.plugin)
-    model = read_model_config(options.onnx)
     low = min(options.profile.min[2:])
     if low < model.min_side:
         raise ValueError(
@@ -88,6 +90,17 @@ def check_inputs(options: EngineOptions) -> ESCConfig:
             f"(window {model.window_size}: reflect padding needs pad < side); raise the profile's minimum shape"
         )
     return model
+
+
+def check_onnx_file(path: Path) -> None:
+    """onnx.checker on the file (by path: no 2 GiB limit); ValueError, one line, for an invalid graph."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not a valid ONNX model: {first}") from None
 
 
 def resolve_target(runtime: TrtRuntime, requested: tuple[str, ...] | None) -> BuildTarget:
@@ -146,7 +159,7 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
     if options.plugin is not None:  # its major is checked before it is loaded, and before any file is written
         load_plugin_library(options.plugin, runtime)
     typing = network_typing(runtime)
-    onnx_path = prepare_onnx(options, typing)
+    onnx_path, fp16_reused = prepare_onnx(options, typing, progress=progress)
 
     from esc_deploy.export.trt.callbacks import logger_for
 
@@ -196,6 +209,7 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
         seconds=seconds,
         runtime=runtime,
         target=target,
+        fp16_reused=fp16_reused,
     )
 
 
@@ -339,5 +353,11 @@ def describe(result: BuildResult) -> str:
     return (
         f"wrote {result.engine} ({result.engine.stat().st_size / 2**20:.1f} MiB, {result.seconds:.0f} s, "
         f"{result.runtime.label}, for {result.target.describe()}, {len(result.plugin_layers)} plugin layers, "
-        f"{len(result.fp32_layers)} layers pinned to fp32); sidecar {result.sidecar}"
+        f"{len(result.fp32_layers)} layers pinned to fp32{_fp16_note(result)}); sidecar {result.sidecar}"
     )
+
+
+def _fp16_note(result: BuildResult) -> str:
+    if result.onnx.resolve() == result.engine.resolve() or not result.onnx.name.endswith(".fp16.onnx"):
+        return ""
+    return f", fp16 ONNX {'reused from' if result.fp16_reused else 'written to'} {result.onnx}"
