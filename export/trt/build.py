@@ -16,7 +16,9 @@ any of this.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from esc.config import ESCConfig
 from esc_deploy.common.files import atomic_write_bytes
 from esc_deploy.export.onnx_graph.metadata import read_model_config
+from esc_deploy.export.trt.attention_path import AttentionChoice, check_attention_types, choose_attention
+from esc_deploy.export.trt.attention_report import AttentionBlock, attention_blocks, unfused_warning
 from esc_deploy.export.trt.env import (
     RTX_DEFAULT_TARGETS,
     MissingDependencyError,
@@ -49,7 +53,6 @@ from esc_deploy.export.trt.plugin import (
     esc_node_names,
     load_plugin_library,
     plugin_layer_names,
-    require_plugin_file,
 )
 from esc_deploy.export.trt.sidecar import BuildTarget, EngineSidecar, FileRecord, PluginRecord
 
@@ -72,7 +75,13 @@ class BuildResult:
     seconds: float
     runtime: TrtRuntime
     target: BuildTarget
+    attention: AttentionChoice
+    attention_blocks: tuple[AttentionBlock, ...]
     fp16_reused: bool = False  # the fp16 ONNX came from an earlier conversion of the same file and options
+
+    @property
+    def unfused_warning(self) -> str | None:
+        return unfused_warning(self.attention_blocks)
 
 
 def check_inputs(options: EngineOptions) -> ESCConfig:
@@ -81,8 +90,6 @@ def check_inputs(options: EngineOptions) -> ESCConfig:
         raise MissingDependencyError(f"ONNX file {options.onnx} not found: export it with `python export/to_onnx.py`")
     model = read_model_config(options.onnx)  # a corrupt file is reported before a missing plugin
     check_onnx_file(options.onnx)
-    if options.plugin is not None:
-        require_plugin_file(options.plugin)
     low = min(options.profile.min[2:])
     if low < model.min_side:
         raise ValueError(
@@ -146,9 +153,15 @@ def plan_engine(options: EngineOptions, runtime: TrtRuntime, target: BuildTarget
     return PlannedEngine(path, key, identities, onnx_sha)
 
 
-def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResult:
-    """Build, write engine + sidecar + timing cache; MissingDependencyError / BuildError / ValueError otherwise."""
+def build_engine(
+    options: EngineOptions, *, progress: bool = True, say: Callable[[str], None] | None = None
+) -> BuildResult:
+    """Build, write engine + sidecar + timing cache; MissingDependencyError / BuildError / ValueError otherwise.
+
+    ``say``: where the one-line notes go (which attention path and why), None for nowhere."""
     model = check_inputs(options)
+    choice = choose_attention(options)
+    options = choice.effective(options)
     runtime = require_runtime(options.runtime)
     target = resolve_target(runtime, options.compute_capabilities)
     planned = plan_engine(options, runtime, target)
@@ -159,7 +172,16 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
     if options.plugin is not None:  # its major is checked before it is loaded, and before any file is written
         load_plugin_library(options.plugin, runtime)
     typing = network_typing(runtime)
-    onnx_path, fp16_reused = prepare_onnx(options, typing, progress=progress)
+    if say is not None:  # once the runtime, the target and the plugin are known to be there
+        say(choice.line())
+    source = options.onnx
+    if choice.path == "tensorrt" and choice.plugin_nodes:
+        from esc_deploy.export.onnx_graph.standard_attention import standard_attention_path, write_standard_attention
+
+        source = write_standard_attention(options.onnx, standard_attention_path(options.onnx))
+    build_options = dataclasses.replace(options, onnx=source)
+    onnx_path, fp16_reused = prepare_onnx(build_options, typing, progress=progress)
+    check_attention_types(onnx_path, runtime.label)
 
     from esc_deploy.export.trt.callbacks import logger_for
 
@@ -167,11 +189,12 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
     start = time.perf_counter()
     try:
         plan, plugin_layers, fp32_layers = _build_plan(
-            trt_module, runtime, options, onnx_path, typing, target, logger, progress=progress
+            trt_module, runtime, build_options, onnx_path, typing, target, logger, progress=progress
         )
     finally:
         logger.close()
     seconds = time.perf_counter() - start
+    blocks = attention_blocks(onnx_path, logger.path)
     sidecar = EngineSidecar(
         engine=engine.name,
         cache_key=key,
@@ -189,6 +212,9 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
         built_onnx=FileRecord(str(onnx_path.resolve()), sha256_file(onnx_path)),
         plugin=_plugin_record(options.plugin, identities.get("plugin")),
         plugin_layers=tuple(plugin_layers),
+        attention=choice.path,
+        attention_blocks=blocks,
+        fused_attention_blocks=sum(b.fused for b in blocks),
         built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         build_seconds=round(seconds, 2),
     )
@@ -209,6 +235,8 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
         seconds=seconds,
         runtime=runtime,
         target=target,
+        attention=choice,
+        attention_blocks=blocks,
         fp16_reused=fp16_reused,
     )
 
@@ -353,7 +381,8 @@ def describe(result: BuildResult) -> str:
     return (
         f"wrote {result.engine} ({result.engine.stat().st_size / 2**20:.1f} MiB, {result.seconds:.0f} s, "
         f"{result.runtime.label}, for {result.target.describe()}, {len(result.plugin_layers)} plugin layers, "
-        f"{len(result.fp32_layers)} layers pinned to fp32{_fp16_note(result)}); sidecar {result.sidecar}"
+        f"{len(result.fp32_layers)} layers pinned to fp32, {sum(b.fused for b in result.attention_blocks)} of "
+        f"{len(result.attention_blocks)} attention blocks fused{_fp16_note(result)}); sidecar {result.sidecar}"
     )
 
 

@@ -206,7 +206,7 @@ def test_sidecar_round_trip_and_strict_reading(plugin_engine: Path, tmp_path: Pa
     with pytest.raises(ValueError, match="is not readable JSON"):
         EngineSidecar.read(engine)
     for broken, message in (
-        ({**data, "format": 1}, "expected sidecar format 2, found 1"),
+        ({**data, "format": 1}, "expected sidecar format 3, found 1"),
         ({k: v for k, v in data.items() if k != "model"}, r"missing \['model'\]"),
         ({**data, "surprise": 1}, r"extra \['surprise'\]"),
         ({**data, "runtime": "tensorrt-lean"}, "malformed sidecar"),
