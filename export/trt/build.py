@@ -181,7 +181,8 @@ def build_engine(
         source = write_standard_attention(options.onnx, standard_attention_path(options.onnx))
     build_options = dataclasses.replace(options, onnx=source)
     onnx_path, fp16_reused = prepare_onnx(build_options, typing, progress=progress)
-    check_attention_types(onnx_path, runtime.label)
+    if typing is NetworkTyping.STRONG or options.precision is Precision.FP32:  # 10.x fp16 types Attention itself
+        check_attention_types(onnx_path, runtime.label)
 
     from esc_deploy.export.trt.callbacks import logger_for
 

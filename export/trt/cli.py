@@ -7,6 +7,7 @@ line on stderr and exit status 2, with no traceback and no file written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -183,7 +184,17 @@ def print_trtexec(options: EngineOptions, trt_major: int | None) -> None:
         raise ValueError("--trt-major is for --runtime tensorrt; TensorRT for RTX has its own versions")
     runtime, installed = planned_runtime(options, trt_major)
     engine = planned_engine_path(options, runtime, installed)
-    onnx = planned_onnx(options, network_typing(runtime))
+    source = options.onnx
+    if options.onnx.is_file():  # the TensorRT attention path builds from the plugin export's standard-op copy
+        from esc_deploy.export.onnx_graph.standard_attention import standard_attention_path
+        from esc_deploy.export.trt.attention_path import choose_attention
+
+        choice = choose_attention(options)
+        options = choice.effective(options)
+        if choice.path == "tensorrt" and choice.plugin_nodes:
+            source = standard_attention_path(options.onnx)
+            print(f"note: {choice.line()}; build_engine.py writes {source} first", file=sys.stderr)
+    onnx = planned_onnx(dataclasses.replace(options, onnx=source), network_typing(runtime))
     print(trtexec_command(options, runtime=runtime, engine=engine, onnx_for_build=onnx))
     targets = options.compute_capabilities or ()
     for note in trtexec_notes(options, runtime=runtime, onnx_for_build=onnx, targets=targets):
