@@ -172,8 +172,6 @@ def build_engine(
     if options.plugin is not None:  # its major is checked before it is loaded, and before any file is written
         load_plugin_library(options.plugin, runtime)
     typing = network_typing(runtime)
-    if say is not None:  # once the runtime, the target and the plugin are known to be there
-        say(choice.line())
     source = options.onnx
     if choice.path == "tensorrt" and choice.plugin_nodes:
         from esc_deploy.export.onnx_graph.standard_attention import standard_attention_path, write_standard_attention
@@ -183,6 +181,8 @@ def build_engine(
     onnx_path, fp16_reused = prepare_onnx(build_options, typing, progress=progress)
     if typing is NetworkTyping.STRONG or options.precision is Precision.FP32:  # 10.x fp16 types Attention itself
         check_attention_types(onnx_path, runtime.label)
+    if say is not None:  # once everything the build needs is known to be there: a failure stays one line
+        say(choice.line())
 
     from esc_deploy.export.trt.callbacks import logger_for
 
