@@ -48,8 +48,12 @@ def calibrate(model: onnx.ModelProto, calibration: CalibrationSet, *, progress: 
 
     sizes = ", ".join(f"{i.size[0]}x{i.size[1]}" for i in calibration.inputs)
     bar = tqdm(total=len(calibration.inputs), desc=f"fp16 calibration ({sizes})", unit="input", disable=not progress)
+
+    def step(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
     with bar:
-        ranges = measure_value_ranges(model, calibration.arrays(), progress=lambda done, _total: bar.update(1))
+        ranges = measure_value_ranges(model, calibration.arrays(), progress=step)
     return plan_fp16(model, ranges, op_types=fp32_op_types(), calibration=calibration.describe())
 
 
