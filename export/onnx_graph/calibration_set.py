@@ -96,7 +96,8 @@ def calibration_set(
     inputs = [to_low_res(rgb, name, scale=scale, max_side=cap, min_side=min_side) for name, rgb in photos]
     shape = fitted_shape(large_shape, config, memory)
     largest = max(inputs, key=lambda i: i.size[0] * i.size[1])
-    if shape[0] * shape[1] > largest.size[0] * largest.size[1]:
+    # Only a shape beyond the photographs' cap adds anything the photographs do not already cover.
+    if max(shape) > cap and shape[0] * shape[1] > largest.size[0] * largest.size[1]:
         name, rgb = photos[0]  # resized from the uncapped input, not from its capped copy
         inputs.append(_resized(to_low_res(rgb, name, scale=scale, max_side=None, min_side=min_side), shape))
     source = str(folder) if folder is not None else "scikit-image: " + ", ".join(DEFAULT_CALIBRATION_IMAGES)
