@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
 SOURCE_KEY = "esc.fp16.source"  # the fp32 file's sha256 and the calibration a converted file came from
 
-# Ops whose statistics or exponentials must stay in float32.
-FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Attention")
+# Ops whose statistics or exponentials must stay in float32. Not opset 23's Attention: its softmax
+# accumulates in float32 inside TensorRT's fused kernel, which needs q, k, v and the float mask in one
+# dtype (a float32 Attention fed fp16 stops the build); the calibrated rule keeps it float32 by range.
+FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean")
 
 
 def fp32_op_types() -> tuple[str, ...]:
@@ -38,9 +40,20 @@ def fp32_op_types() -> tuple[str, ...]:
     return (*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS)
 
 
-def calibrate(model: onnx.ModelProto, calibration: CalibrationSet) -> Fp16Plan:
-    """The rule applied to ``model`` with its values measured on ``calibration`` (ONNX Runtime)."""
-    ranges = measure_value_ranges(model, calibration.arrays())
+def calibrate(model: onnx.ModelProto, calibration: CalibrationSet, *, progress: bool = False) -> Fp16Plan:
+    """The rule applied to ``model`` with its values measured on ``calibration`` (ONNX Runtime).
+
+    ``progress``: a tqdm bar on stderr, one step per input (each takes seconds on a CPU)."""
+    from tqdm import tqdm
+
+    sizes = ", ".join(f"{i.size[0]}x{i.size[1]}" for i in calibration.inputs)
+    bar = tqdm(total=len(calibration.inputs), desc=f"fp16 calibration ({sizes})", unit="input", disable=not progress)
+
+    def step(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    with bar:
+        ranges = measure_value_ranges(model, calibration.arrays(), progress=step)
     return plan_fp16(model, ranges, op_types=fp32_op_types(), calibration=calibration.describe())
 
 
@@ -201,29 +214,39 @@ def is_mixed_fp16(model: onnx.ModelProto) -> bool:
     )
 
 
-def convert_to_mixed_fp16(src: Path, dst: Path, calibration: CalibrationSet | None) -> Path:
-    """Read an fp32 ONNX file, write its mixed-precision fp16 version atomically; returns ``dst``.
+def convert_to_mixed_fp16(
+    src: Path, dst: Path, calibration: CalibrationSet | None, *, progress: bool = False
+) -> tuple[Path, bool]:
+    """Read an fp32 ONNX file, write its mixed-precision fp16 version atomically; returns ``dst`` and
+    whether it was reused.
 
     ``calibration`` None: by op type only (the uncalibrated conversion). A ``dst`` made earlier from
-    the same file with the same calibration is reused: calibration runs the model several times.
+    the same file with the same calibration is reused: calibration runs the model several times, and its
+    inputs are fixed (calibration_set.py), so the same inputs give the same bytes.
     """
     from esc_deploy.common.files import sha256_file
 
     source = {"sha256": sha256_file(src), "calibration": calibration.describe() if calibration else None}
-    if Path(dst).is_file() and _converted_from(onnx.load(str(dst), load_external_data=False)) == source:
-        return Path(dst)
+    if _converted_from(dst) == source:
+        return Path(dst), True
     model = onnx.load(str(src))
     if is_mixed_fp16(model):
         converted = model
     else:
-        converted = to_mixed_fp16(model, calibrate(model, calibration) if calibration is not None else None)
+        plan = calibrate(model, calibration, progress=progress) if calibration is not None else None
+        converted = to_mixed_fp16(model, plan)
         props = {p.key: p.value for p in converted.metadata_props}
         onnx.helper.set_model_props(converted, {**props, SOURCE_KEY: json.dumps(source, sort_keys=True)})
     with atomic_output(dst) as tmp:
-        onnx.save(converted, str(tmp))
-    return Path(dst)
+        tmp.write_bytes(converted.SerializeToString(deterministic=True))
+    return Path(dst), False
 
 
-def _converted_from(model: onnx.ModelProto) -> dict | None:
+def _converted_from(path: Path) -> dict | None:
+    """The source record of an earlier conversion at ``path``; None where there is none (or no readable file)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
     props = {p.key: p.value for p in model.metadata_props}
     return json.loads(props[SOURCE_KEY]) if SOURCE_KEY in props else None
