@@ -276,8 +276,12 @@ def to_onnx_proto(
     onnx.checker.check_model(proto, full_check=True)
     if options.precision == "fp16":
         from esc_deploy.export.onnx_graph.fp16 import calibrate, to_mixed_fp16
+        from esc_deploy.export.onnx_graph.fp16_search import require_fp16
 
-        proto = to_mixed_fp16(proto, calibrate(proto, calibration) if calibration is not None else None)
+        plan = None
+        if calibration is not None:
+            plan = require_fp16(calibrate(proto, calibration), "python export/to_onnx.py --precision fp32")
+        proto = to_mixed_fp16(proto, plan)
         if not keep_metadata:
             _strip_metadata(proto)
         onnx.checker.check_model(proto)

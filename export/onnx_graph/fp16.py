@@ -38,10 +38,16 @@ def fp32_op_types() -> tuple[str, ...]:
     return (*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS)
 
 
-def calibrate(model: onnx.ModelProto, calibration: CalibrationSet) -> Fp16Plan:
-    """The rule applied to ``model`` with its values measured on ``calibration`` (ONNX Runtime)."""
+def calibrate(model: onnx.ModelProto, calibration: CalibrationSet, *, verify: bool = True) -> Fp16Plan:
+    """The rule applied to ``model`` with its values measured on ``calibration`` (ONNX Runtime), then
+    verified against float32 on the same inputs and widened where it fails (fp16_search.py)."""
     ranges = measure_value_ranges(model, calibration.arrays())
-    return plan_fp16(model, ranges, op_types=fp32_op_types(), calibration=calibration.describe())
+    plan = plan_fp16(model, ranges, op_types=fp32_op_types(), calibration=calibration.describe())
+    if not verify:
+        return plan
+    from esc_deploy.export.onnx_graph.fp16_search import verify_and_widen
+
+    return verify_and_widen(model, plan, calibration.arrays()).plan
 
 
 def to_mixed_fp16(model: onnx.ModelProto, plan: Fp16Plan | None = None) -> onnx.ModelProto:
@@ -216,7 +222,13 @@ def convert_to_mixed_fp16(src: Path, dst: Path, calibration: CalibrationSet | No
     if is_mixed_fp16(model):
         converted = model
     else:
-        converted = to_mixed_fp16(model, calibrate(model, calibration) if calibration is not None else None)
+        plan = None
+        if calibration is not None:
+            from esc_deploy.export.onnx_graph.fp16_search import require_fp16
+
+            fp32_command = f"python export/build_engine.py --onnx {src} (without --fp16)"
+            plan = require_fp16(calibrate(model, calibration), fp32_command)
+        converted = to_mixed_fp16(model, plan)
         props = {p.key: p.value for p in converted.metadata_props}
         onnx.helper.set_model_props(converted, {**props, SOURCE_KEY: json.dumps(source, sort_keys=True)})
     with atomic_output(dst) as tmp:
