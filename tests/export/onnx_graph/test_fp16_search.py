@@ -31,32 +31,12 @@ from esc_deploy.common.defaults import REPO_ROOT
 from esc_deploy.export.onnx_graph.calibration import FP16_KEY
 from esc_deploy.export.onnx_graph.calibration_set import calibration_set
 from esc_deploy.export.onnx_graph.fp16_search import BY_ACCURACY, ROOT, nodes_in, verify_and_widen
+from esc_deploy.validation.accuracy.fp16_report import golden_recipe_state
 
 EXTREME = ESCConfig(family="esc", dim=32, pdim=8, kernel_size=13, n_blocks=3, conv_blocks=5, window_size=8,
                     num_heads=2, scale=2, exp_ratio=1.25, use_ln=False)  # fmt: skip
 SEED = 1  # drawn once: activations reach 1e14 in blocks.2 on these photographs
 FP16_BACKENDS = ("torch-fp16", "onnxruntime-fp16-plugin", "onnxruntime-fp16-native")
-
-
-def golden_recipe_state(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Every parameter re-drawn as the golden vectors' README says: convolutions ~ N(0, 1/fan_in),
-    layer-norm weights near 1, relative-position tables ~ N(0, 0.25), everything else ~ N(0, 0.0025)."""
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in model.state_dict().items():
-        if not value.is_floating_point():
-            state[key] = value
-            continue
-        noise = torch.randn(value.shape, generator=generator)
-        if value.dim() == 4:
-            state[key] = noise / math.sqrt(value[0].numel())
-        elif "ln" in key and key.endswith("weight"):  # ln_proj, ln_attn, lns.i, ln_out
-            state[key] = 1 + 0.05 * noise
-        elif "relative_position" in key:
-            state[key] = 0.5 * noise
-        else:
-            state[key] = 0.05 * noise
-    return state
 
 
 def _save_photos(folder: Path, photos: dict[str, np.ndarray]) -> Path:
@@ -191,3 +171,43 @@ def test_default_model_file_is_unchanged_by_the_search(folders: dict[str, Path])
     after = json.loads({p.key: p.value for p in verified.metadata_props}[FP16_KEY])
     assert {k: v for k, v in after.items() if k != "accuracy"} == before
     assert after["accuracy"]["fp32_units_by_accuracy"] == [] and after["accuracy"]["passed"]
+
+
+@pytest.fixture(scope="module")
+def tiny(golden_dir: Path, folders: dict[str, Path]) -> tuple[onnx.ModelProto, object, list[np.ndarray]]:
+    """The golden tiny_x2 (1 block x 2): (fp32 graph with scopes, its range plan, calibration arrays)."""
+    from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, to_onnx_proto
+    from esc_deploy.export.onnx_graph.fp16 import calibrate
+
+    model = esc.load_model(golden_dir / "tiny_x2.pth")
+    fp32 = to_onnx_proto(model, OnnxExportOptions(), keep_metadata=True)
+    cal = calibration_set(model.config, folders["calibration"], large_shape=(8, 8))
+    return fp32, calibrate(fp32, cal, verify=False), cal.arrays()
+
+
+def test_search_is_deterministic_and_ends_at_float32(tiny: tuple) -> None:
+    """A tolerance fp16 cannot meet walks the whole search: top-level units by bisection, then float32
+    only; twice, the same steps. ``--fp16`` then fails in one line naming the fp32 command."""
+    from esc_deploy.export.onnx_graph.fp16_search import OnlyFloat32Error, Tolerance, require_fp16, unit_children
+
+    fp32, base, arrays = tiny
+    impossible = Tolerance(max_abs=0.0, min_psnr_db=float("inf"))
+    first, second = (verify_and_widen(fp32, base, arrays, impossible) for _ in range(2))
+    assert first.only_fp32 and first.steps == second.steps and first.plan.fp32_nodes == second.plan.fp32_nodes
+    assert set(first.plan.fp32_nodes) == {n.name for n in fp32.graph.node}  # everything float32
+    assert list(first.units) == [*(u for u in unit_children(fp32, None) if u != ROOT), ROOT]
+    assert len(first.steps) <= 1 + math.ceil(math.log2(len(first.units)))
+    with pytest.raises(OnlyFloat32Error) as caught:
+        require_fp16(first.plan, "python export/to_onnx.py --precision fp32")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("fp16: only float32 meets the fp16 thresholds")
+    assert message.endswith("build float32 instead: python export/to_onnx.py --precision fp32")
+
+
+def test_a_loose_tolerance_keeps_the_range_plan(tiny: tuple) -> None:
+    from esc_deploy.export.onnx_graph.fp16_search import GRAPH_TOLERANCE, require_fp16
+
+    fp32, base, arrays = tiny
+    searched = verify_and_widen(fp32, base, arrays, GRAPH_TOLERANCE)
+    assert searched.units == () and not searched.only_fp32 and searched.plan.fp32_nodes == base.fp32_nodes
+    assert require_fp16(searched.plan, "unused") is searched.plan
