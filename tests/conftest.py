@@ -101,6 +101,11 @@ class ExportCache:
             from esc_deploy.common.defaults import default_model
 
             return default_model()
+        if name == "esc":  # the full preset at x4, seeded random weights in the official layout
+            from esc_deploy.common.defaults import DEFAULT_SEED
+
+            torch.manual_seed(DEFAULT_SEED)
+            return esc.build_model("esc", scale=4)
         return esc.load_model(GOLDEN_DIR / f"{name}.pth", attention="naive")
 
     def proto(self, name: str, attention: str = "plugin", opset: int = 18):  # -> onnx.ModelProto

@@ -7,7 +7,9 @@ Backends (the reference is ``torch-fp32``, the eager model with the plain-math a
                                                 plugin node (run through its model-local function) or
                                                 as standard ops
     onnxruntime-fp16-plugin/-native             the same graphs converted to mixed fp16 (to_mixed_fp16)
-    tensorrt                                    an engine through esc_deploy.serving.engine_runner.EngineRunner
+    tensorrt                                    the plugin engine through esc_deploy.serving.engine_runner.EngineRunner
+    tensorrt-fused                              the plugin-free engine (build_engine.py --attention tensorrt:
+                                                TensorRT's own fused window attention), the same way
 
 Each ESC graph is exported once per process (``export_graphs``), keeping the exporter's name scopes for
 drift localisation; the fp16 graphs are derived from the fp32 ones. (Two exports in two processes at
@@ -64,6 +66,7 @@ BACKENDS: dict[str, Backend] = {
         Backend("onnxruntime-fp16-native", "onnxruntime", Precision.FP16, "native"),
         # Precision is the engine's (ParityOptions.trt_precision, or the given engine's sidecar).
         Backend("tensorrt", "tensorrt", Precision.FP16, "plugin"),
+        Backend("tensorrt-fused", "tensorrt", Precision.FP16, "plugin"),  # built from the plugin export, no plugin
     )
 }
 # Names that stand for several backends in --backends.
@@ -305,18 +308,25 @@ def build_parity_engine(
     inputs: Sequence[InputImage],
     *,
     precision: Precision,
-    plugin: Path,
+    plugin: Path | None,
     work_dir: Path,
     calibration: str = "auto",
     log: Callable[[str], None] = print,
+    attention: str = "plugin",
 ) -> Path:
-    """Build an engine from the fp32 plugin graph whose profile covers every parity input."""
+    """Build an engine from the fp32 plugin graph whose profile covers every parity input; ``attention``
+    'plugin' (needs ``plugin``) or 'tensorrt' (no plugin: TensorRT's own fused attention)."""
     from esc_deploy.export.shape_profile import ShapeProfile
     from esc_deploy.export.trt.build import describe
     from esc_deploy.export.trt.from_graph import build_engine_from_graph
     from esc_deploy.export.trt.plugin import require_plugin_file
 
-    require_plugin_file(plugin)
+    if attention == "plugin":
+        if plugin is None:
+            raise ValueError("the plugin engine needs a plugin library")
+        require_plugin_file(plugin)
+    else:
+        plugin = None
     heights = [i.size[0] for i in inputs]
     widths = [i.size[1] for i in inputs]
     profile = ShapeProfile(
@@ -327,11 +337,12 @@ def build_parity_engine(
     result = build_engine_from_graph(
         plugin_graph,
         onnx_path=work_dir / "parity_plugin.onnx",
-        engine=work_dir / f"parity_{precision}.engine",
+        engine=work_dir / f"parity_{precision}_{attention}.engine",
         profile=profile,
         precision=precision,
         plugin=plugin,
         calibration=calibration,
+        attention=attention,
     )
     log(f"built {describe(result)}")
     return result.engine

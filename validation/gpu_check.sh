@@ -8,8 +8,12 @@
 #      at 640x360 and 320x180, by CUDA events per call and by CUDA-graph replay, against the exp floor at the SM
 #      clock read under load; it also writes OUTPUT_DIR/benchmarks.md (docs/benchmarks.md with its GPU section
 #      measured).
+#   5. engine-benchmark, where TensorRT can run engines here: the benchmark's two engine kinds, the plugin engine
+#      (`tensorrt`) and the plugin-free one with TensorRT's own fused attention (`tensorrt-fused`), at the paper's
+#      shapes (x2 and x4, 1280x720 output, fp16), same protocol as every case; skipped with the reason elsewhere.
+#      The plugin case needs build/plugin/libesc_trt_plugin.so (else it is reported as skipped, with the reason).
 # Optional second step (--full, or GPU_CHECK_FULL=1): the whole-model benchmark (longer than the slot).
-# Each step has a time limit (together 340 s, plus 5 s grace each); a step that fails or times out is recorded
+# Each step has a time limit (together 520 s, plus 5 s grace each); a step that fails or times out is recorded
 # and the next one runs.
 #
 # OUTPUT_DIR ends with a handful of files (copying results back from a lent GPU often limits their number):
@@ -74,6 +78,14 @@ step cuda-tests 140 "$python" -m pytest -m cuda tests/engines tests/esc -v -rs -
 cp "$logs/cuda-tests.log" "$out/cuda-tests.log"
 
 step kernel-gpu-check 140 "$python" validation/kernel_gpu_check.py --output-dir "$out" --doc "$out/benchmarks.md"
+
+engines_skip=$("$python" -c "from esc_deploy.export.trt.env import cannot_run_engines; print(cannot_run_engines() or '')" 2>&1 | tail -n 1)
+if [ -z "$engines_skip" ]; then
+    step engine-benchmark 180 "$python" validation/benchmark.py --device cuda --backends tensorrt,tensorrt-fused \
+        --dtype fp16 --scale 2,4 --report-dir "$out/engine-benchmark" --no-progress
+else
+    echo "gpu_check: engine-benchmark skipped: $engines_skip"
+fi
 
 if [ "$full" = 1 ]; then
     step model-benchmark 1800 "$python" validation/benchmark.py --device cuda --report-dir "$logs/benchmark" \

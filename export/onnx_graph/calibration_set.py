@@ -1,17 +1,21 @@
-"""The calibration inputs of the fp16 rule: photographs at the model's input scale, and one large.
+"""The calibration inputs of the fp16 rule: small photographs, and one larger input, all of fixed sizes.
 
-ESC's dynamic kernels come from a global average pool, so activations depend on the image size as
-well as its content: the set holds each photograph at the input scale of the model (the photograph
-divided by its scale) and the first one resized to the largest shape the engines will run (the
-default profile's maximum, 1080x1920), or as close to it as this machine's memory allows: ONNX
-Runtime's window attention holds ``heads x window^2`` scores per pixel, about 50 KB per pixel for
-ESC-light, so 1080x1920 needs about 100 GiB. The shape used is recorded in the file.
+The set is a pure function of the model's configuration and the options (never of the machine), so
+two builds of the same file calibrate on the same pixels, write the same fp16 file and find it again
+in the cache. ESC's dynamic kernels come from a global average pool, so activations depend on the
+image size as well as its content: the set holds each photograph at the input scale of the model
+(the photograph divided by its scale), its longest side capped at ``PHOTO_WINDOWS`` windows, and
+the first one resized towards the largest shape the engines will run (the default profile's
+maximum, 1080x1920), shrunk to a fixed memory budget: ONNX Runtime's window attention holds
+``heads x window^2`` scores per pixel, about 50 KB per pixel for ESC-light, so 1080x1920 would need
+about 100 GiB. Calibration time grows with the pixels: on a 2-core CPU ESC-light runs a 128x128
+input in about 10 s, a 64x64 one in 2 s, which is why the photographs are capped. The shapes used
+are recorded in the file.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,24 +27,13 @@ from esc_deploy.export.photographs import InputImage, folder_photographs, skimag
 
 DEFAULT_CALIBRATION_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
 DEFAULT_LARGE_SHAPE = (1080, 1920)  # the default engine profile's maximum (H, W)
-MEMORY_SHARE = 0.25  # of the memory available now: leaves room for the process itself and a parallel build
+PHOTO_WINDOWS = 2  # photographs' longest side, in windows (64 px for ESC-light): whole windows, seconds per input
+LARGE_INPUT_BYTES = 512 << 20  # ONNX Runtime's peak for the large input; fixed, so the set never depends on the machine
 
 
 def bytes_per_pixel(config: ESCConfig) -> int:
     """ONNX Runtime's peak per input pixel: scores, biased scores and softmax of every window, float32."""
     return config.num_heads * config.window_size**2 * 4 * 3 + config.dim * 4 * 16
-
-
-def available_memory() -> int:
-    """MemAvailable of /proc/meminfo in bytes (the physical size where that file is missing)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def fitted_shape(target: tuple[int, int], config: ESCConfig, memory: int) -> tuple[int, int]:
@@ -64,7 +57,7 @@ class CalibrationSet:
     def describe(self) -> dict[str, Any]:
         note = "" if self.large_shape == self.large_target else (
             f"large input shrunk from {self.large_target[0]}x{self.large_target[1]} to fit "
-            f"{MEMORY_SHARE:.0%} of the available memory"
+            f"{LARGE_INPUT_BYTES >> 20} MiB of ONNX Runtime memory"
         )  # fmt: skip
         return {
             "source": self.source,
@@ -88,21 +81,24 @@ def calibration_set(
     folder: Path | None = None,
     *,
     large_shape: tuple[int, int] = DEFAULT_LARGE_SHAPE,
-    memory: int | None = None,
+    memory: int = LARGE_INPUT_BYTES,
 ) -> CalibrationSet:
     """The calibration inputs for ``config``: ``folder``'s photographs (None: scikit-image's bundled ones).
+
+    Every size is fixed by ``config``, ``large_shape`` and ``memory``: the same arguments, the same pixels.
 
     ValueError, one line, for a folder without images, an unreadable image, or an image that is
     smaller than the model's minimum side at its input scale.
     """
     photos = folder_photographs(folder) if folder is not None else skimage_photographs(DEFAULT_CALIBRATION_IMAGES)
     scale, min_side = config.scale, config.min_side
-    inputs = [to_low_res(rgb, name, scale=scale, max_side=None, min_side=min_side) for name, rgb in photos]
-    budget = int(MEMORY_SHARE * (available_memory() if memory is None else memory))
-    shape = fitted_shape(large_shape, config, budget)
+    cap = PHOTO_WINDOWS * config.window_size
+    inputs = [to_low_res(rgb, name, scale=scale, max_side=cap, min_side=min_side) for name, rgb in photos]
+    shape = fitted_shape(large_shape, config, memory)
     largest = max(inputs, key=lambda i: i.size[0] * i.size[1])
     if shape[0] * shape[1] > largest.size[0] * largest.size[1]:
-        inputs.append(_resized(inputs[0], shape))
+        name, rgb = photos[0]  # resized from the uncapped input, not from its capped copy
+        inputs.append(_resized(to_low_res(rgb, name, scale=scale, max_side=None, min_side=min_side), shape))
     source = str(folder) if folder is not None else "scikit-image: " + ", ".join(DEFAULT_CALIBRATION_IMAGES)
     return CalibrationSet(tuple(inputs), source, shape, tuple(large_shape))  # type: ignore[arg-type]
 

@@ -34,7 +34,8 @@ def build_parser() -> ArgumentParser:
         "--calibration-shape",
         default="x".join(map(str, DEFAULT_LARGE_SHAPE)),
         metavar="HxW",
-        help="the largest input the engines will run, calibrated too (shrunk to fit memory; default: %(default)s)",
+        help="the largest input the engines will run, calibrated too (shrunk to a fixed 512 MiB of ONNX Runtime "
+        "memory, whatever the machine; default: %(default)s)",
     )
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="23+: native attention as one Attention node")
     parser.add_argument("--static-shape", metavar="BxCxHxW", help="fix the input shape")

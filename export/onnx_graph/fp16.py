@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
 SOURCE_KEY = "esc.fp16.source"  # the fp32 file's sha256 and the calibration a converted file came from
 
-# Ops whose statistics or exponentials must stay in float32.
-FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Attention")
+# Ops whose statistics or exponentials must stay in float32. Not opset 23's Attention: its softmax
+# accumulates in float32 inside TensorRT's fused kernel, which needs q, k, v and the float mask in one
+# dtype (a float32 Attention fed fp16 stops the build); the calibrated rule keeps it float32 by range.
+FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean")
 
 
 def fp32_op_types() -> tuple[str, ...]:
@@ -38,10 +40,19 @@ def fp32_op_types() -> tuple[str, ...]:
     return (*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS)
 
 
-def calibrate(model: onnx.ModelProto, calibration: CalibrationSet, *, verify: bool = True) -> Fp16Plan:
+def calibrate(
+    model: onnx.ModelProto, calibration: CalibrationSet, *, progress: bool = False, verify: bool = True
+) -> Fp16Plan:
     """The rule applied to ``model`` with its values measured on ``calibration`` (ONNX Runtime), then
-    verified against float32 on the same inputs and widened where it fails (fp16_search.py)."""
-    ranges = measure_value_ranges(model, calibration.arrays())
+    verified against float32 on the same inputs and widened where it fails (fp16_search.py).
+
+    ``progress``: a tqdm bar on stderr, one step per input (each takes seconds on a CPU)."""
+    from tqdm import tqdm
+
+    sizes = ", ".join(f"{i.size[0]}x{i.size[1]}" for i in calibration.inputs)
+    bar = tqdm(total=len(calibration.inputs), desc=f"fp16 calibration ({sizes})", unit="input", disable=not progress)
+    with bar:
+        ranges = measure_value_ranges(model, calibration.arrays(), progress=lambda done, _total: bar.update(1))
     plan = plan_fp16(model, ranges, op_types=fp32_op_types(), calibration=calibration.describe())
     if not verify:
         return plan
@@ -207,17 +218,23 @@ def is_mixed_fp16(model: onnx.ModelProto) -> bool:
     )
 
 
-def convert_to_mixed_fp16(src: Path, dst: Path, calibration: CalibrationSet | None) -> Path:
-    """Read an fp32 ONNX file, write its mixed-precision fp16 version atomically; returns ``dst``.
+def convert_to_mixed_fp16(
+    src: Path, dst: Path, calibration: CalibrationSet | None, *, progress: bool = False
+) -> tuple[Path, bool]:
+    """Read an fp32 ONNX file, write its mixed-precision fp16 version atomically; returns ``dst`` and
+    whether it was reused.
 
     ``calibration`` None: by op type only (the uncalibrated conversion). A ``dst`` made earlier from
-    the same file with the same calibration is reused: calibration runs the model several times.
+    the same file with the same calibration is reused: calibration runs the model several times, and its
+    inputs are fixed (calibration_set.py), so the same inputs give the same bytes.
     """
     from esc_deploy.export.trt.files import sha256_file
 
-    source = {"sha256": sha256_file(src), "calibration": calibration.describe() if calibration else None}
-    if Path(dst).is_file() and _converted_from(onnx.load(str(dst), load_external_data=False)) == source:
-        return Path(dst)
+    described = calibration.describe() if calibration else None
+    # "verified": a file converted before the accuracy check (fp16_search.py) is converted again.
+    source = {"sha256": sha256_file(src), "calibration": described, "verified": calibration is not None}
+    if _converted_from(dst) == source:
+        return Path(dst), True
     model = onnx.load(str(src))
     if is_mixed_fp16(model):
         converted = model
@@ -227,15 +244,20 @@ def convert_to_mixed_fp16(src: Path, dst: Path, calibration: CalibrationSet | No
             from esc_deploy.export.onnx_graph.fp16_search import require_fp16
 
             fp32_command = f"python export/build_engine.py --onnx {src} (without --fp16)"
-            plan = require_fp16(calibrate(model, calibration), fp32_command)
+            plan = require_fp16(calibrate(model, calibration, progress=progress), fp32_command)
         converted = to_mixed_fp16(model, plan)
         props = {p.key: p.value for p in converted.metadata_props}
         onnx.helper.set_model_props(converted, {**props, SOURCE_KEY: json.dumps(source, sort_keys=True)})
     with atomic_output(dst) as tmp:
-        onnx.save(converted, str(tmp))
-    return Path(dst)
+        tmp.write_bytes(converted.SerializeToString(deterministic=True))
+    return Path(dst), False
 
 
-def _converted_from(model: onnx.ModelProto) -> dict | None:
+def _converted_from(path: Path) -> dict | None:
+    """The source record of an earlier conversion at ``path``; None where there is none (or no readable file)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
     props = {p.key: p.value for p in model.metadata_props}
     return json.loads(props[SOURCE_KEY]) if SOURCE_KEY in props else None

@@ -16,7 +16,9 @@ any of this.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from esc.config import ESCConfig
 from esc_deploy.common.files import atomic_write_bytes
 from esc_deploy.export.onnx_graph.metadata import read_model_config
+from esc_deploy.export.trt.attention_path import AttentionChoice, check_attention_types, choose_attention
+from esc_deploy.export.trt.attention_report import AttentionBlock, attention_blocks, unfused_warning
 from esc_deploy.export.trt.env import (
     RTX_DEFAULT_TARGETS,
     MissingDependencyError,
@@ -49,7 +53,6 @@ from esc_deploy.export.trt.plugin import (
     esc_node_names,
     load_plugin_library,
     plugin_layer_names,
-    require_plugin_file,
 )
 from esc_deploy.export.trt.sidecar import BuildTarget, EngineSidecar, FileRecord, PluginRecord
 
@@ -72,15 +75,21 @@ class BuildResult:
     seconds: float
     runtime: TrtRuntime
     target: BuildTarget
+    attention: AttentionChoice
+    attention_blocks: tuple[AttentionBlock, ...]
+    fp16_reused: bool = False  # the fp16 ONNX came from an earlier conversion of the same file and options
+
+    @property
+    def unfused_warning(self) -> str | None:
+        return unfused_warning(self.attention_blocks)
 
 
 def check_inputs(options: EngineOptions) -> ESCConfig:
     """The files the build reads and the model's facts; cheap, and done before any TensorRT or GPU check."""
     if not options.onnx.is_file():
         raise MissingDependencyError(f"ONNX file {options.onnx} not found: export it with `python export/to_onnx.py`")
-    if options.plugin is not None:
-        require_plugin_file(options.plugin)
-    model = read_model_config(options.onnx)
+    model = read_model_config(options.onnx)  # a corrupt file is reported before a missing plugin
+    check_onnx_file(options.onnx)
     low = min(options.profile.min[2:])
     if low < model.min_side:
         raise ValueError(
@@ -88,6 +97,17 @@ def check_inputs(options: EngineOptions) -> ESCConfig:
             f"(window {model.window_size}: reflect padding needs pad < side); raise the profile's minimum shape"
         )
     return model
+
+
+def check_onnx_file(path: Path) -> None:
+    """onnx.checker on the file (by path: no 2 GiB limit); ValueError, one line, for an invalid graph."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not a valid ONNX model: {first}") from None
 
 
 def resolve_target(runtime: TrtRuntime, requested: tuple[str, ...] | None) -> BuildTarget:
@@ -133,9 +153,15 @@ def plan_engine(options: EngineOptions, runtime: TrtRuntime, target: BuildTarget
     return PlannedEngine(path, key, identities, onnx_sha)
 
 
-def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResult:
-    """Build, write engine + sidecar + timing cache; MissingDependencyError / BuildError / ValueError otherwise."""
+def build_engine(
+    options: EngineOptions, *, progress: bool = True, say: Callable[[str], None] | None = None
+) -> BuildResult:
+    """Build, write engine + sidecar + timing cache; MissingDependencyError / BuildError / ValueError otherwise.
+
+    ``say``: where the one-line notes go (which attention path and why), None for nowhere."""
     model = check_inputs(options)
+    choice = choose_attention(options)
+    options = choice.effective(options)
     runtime = require_runtime(options.runtime)
     target = resolve_target(runtime, options.compute_capabilities)
     planned = plan_engine(options, runtime, target)
@@ -146,7 +172,17 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
     if options.plugin is not None:  # its major is checked before it is loaded, and before any file is written
         load_plugin_library(options.plugin, runtime)
     typing = network_typing(runtime)
-    onnx_path = prepare_onnx(options, typing)
+    if say is not None:  # once the runtime, the target and the plugin are known to be there
+        say(choice.line())
+    source = options.onnx
+    if choice.path == "tensorrt" and choice.plugin_nodes:
+        from esc_deploy.export.onnx_graph.standard_attention import standard_attention_path, write_standard_attention
+
+        source = write_standard_attention(options.onnx, standard_attention_path(options.onnx))
+    build_options = dataclasses.replace(options, onnx=source)
+    onnx_path, fp16_reused = prepare_onnx(build_options, typing, progress=progress)
+    if typing is NetworkTyping.STRONG or options.precision is Precision.FP32:  # 10.x fp16 types Attention itself
+        check_attention_types(onnx_path, runtime.label)
 
     from esc_deploy.export.trt.callbacks import logger_for
 
@@ -154,11 +190,12 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
     start = time.perf_counter()
     try:
         plan, plugin_layers, fp32_layers = _build_plan(
-            trt_module, runtime, options, onnx_path, typing, target, logger, progress=progress
+            trt_module, runtime, build_options, onnx_path, typing, target, logger, progress=progress
         )
     finally:
         logger.close()
     seconds = time.perf_counter() - start
+    blocks = attention_blocks(onnx_path, logger.path)
     sidecar = EngineSidecar(
         engine=engine.name,
         cache_key=key,
@@ -176,6 +213,9 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
         built_onnx=FileRecord(str(onnx_path.resolve()), sha256_file(onnx_path)),
         plugin=_plugin_record(options.plugin, identities.get("plugin")),
         plugin_layers=tuple(plugin_layers),
+        attention=choice.path,
+        attention_blocks=blocks,
+        fused_attention_blocks=sum(b.fused for b in blocks),
         built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         build_seconds=round(seconds, 2),
     )
@@ -196,6 +236,9 @@ def build_engine(options: EngineOptions, *, progress: bool = True) -> BuildResul
         seconds=seconds,
         runtime=runtime,
         target=target,
+        attention=choice,
+        attention_blocks=blocks,
+        fp16_reused=fp16_reused,
     )
 
 
@@ -339,5 +382,12 @@ def describe(result: BuildResult) -> str:
     return (
         f"wrote {result.engine} ({result.engine.stat().st_size / 2**20:.1f} MiB, {result.seconds:.0f} s, "
         f"{result.runtime.label}, for {result.target.describe()}, {len(result.plugin_layers)} plugin layers, "
-        f"{len(result.fp32_layers)} layers pinned to fp32); sidecar {result.sidecar}"
+        f"{len(result.fp32_layers)} layers pinned to fp32, {sum(b.fused for b in result.attention_blocks)} of "
+        f"{len(result.attention_blocks)} attention blocks fused{_fp16_note(result)}); sidecar {result.sidecar}"
     )
+
+
+def _fp16_note(result: BuildResult) -> str:
+    if result.onnx.resolve() == result.engine.resolve() or not result.onnx.name.endswith(".fp16.onnx"):
+        return ""
+    return f", fp16 ONNX {'reused from' if result.fp16_reused else 'written to'} {result.onnx}"

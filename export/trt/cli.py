@@ -7,6 +7,7 @@ line on stderr and exit status 2, with no traceback and no file written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from esc_deploy.export.trt.env import (
     TrtVersion,
     installed_runtime,
 )
-from esc_deploy.export.trt.options import EngineOptions, Precision
+from esc_deploy.export.trt.options import ATTENTION_CHOICES, EngineOptions, Precision
 
 PROG = "build_engine.py"
 EXIT_USER_ERROR = 2
@@ -56,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"{','.join(RTX_COMPUTE_CAPABILITIES)} (default: the local GPU's, else {','.join(RTX_DEFAULT_TARGETS)}); "
         "no GPU is needed to build",
     )
+    p.add_argument(
+        "--attention",
+        choices=ATTENTION_CHOICES,
+        default=d.attention,
+        help="who computes the window attention: plugin (needs --plugin's library), tensorrt (TensorRT's own "
+        "fused kernel, no plugin needed; with --fp16), auto: the plugin where its library is found, else "
+        "tensorrt (default: %(default)s)",
+    )
     plugin = p.add_mutually_exclusive_group()
     plugin.add_argument(
         "--plugin",
@@ -66,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugin.add_argument(
         "--no-plugin",
         action="store_true",
-        help="build without a plugin library (only for an ONNX without ESCWindowAttention nodes)",
+        help="build without a plugin library (the TensorRT attention path)",
     )
     p.add_argument(
         "--calibration",
@@ -123,6 +132,7 @@ def options_from_args(args: argparse.Namespace) -> EngineOptions:
         runtime=args.runtime,
         compute_capabilities=capabilities,
         plugin=None if args.no_plugin else args.plugin,
+        attention=args.attention,
         precision=Precision.FP16 if args.fp16 else Precision.FP32,
         calibration=args.calibration,
         profile=ShapeProfile.parse(args.min_shape, args.opt_shape, args.max_shape),
@@ -142,9 +152,11 @@ def planned_engine_path(options: EngineOptions, runtime: TrtRuntime, installed: 
             f"the engine's default name holds the version of the runtime that builds it, and {runtime.label} is "
             "not installed here; pass --output PATH"
         )
+    from esc_deploy.export.trt.attention_path import choose_attention
     from esc_deploy.export.trt.build import check_inputs, plan_engine, resolve_target
 
     check_inputs(options)
+    options = choose_attention(options).effective(options)
     try:
         target = resolve_target(runtime, options.compute_capabilities)
     except MissingDependencyError as exc:
@@ -172,7 +184,17 @@ def print_trtexec(options: EngineOptions, trt_major: int | None) -> None:
         raise ValueError("--trt-major is for --runtime tensorrt; TensorRT for RTX has its own versions")
     runtime, installed = planned_runtime(options, trt_major)
     engine = planned_engine_path(options, runtime, installed)
-    onnx = planned_onnx(options, network_typing(runtime))
+    source = options.onnx
+    if options.onnx.is_file():  # the TensorRT attention path builds from the plugin export's standard-op copy
+        from esc_deploy.export.onnx_graph.standard_attention import standard_attention_path
+        from esc_deploy.export.trt.attention_path import choose_attention
+
+        choice = choose_attention(options)
+        options = choice.effective(options)
+        if choice.path == "tensorrt" and choice.plugin_nodes:
+            source = standard_attention_path(options.onnx)
+            print(f"note: {choice.line()}; build_engine.py writes {source} first", file=sys.stderr)
+    onnx = planned_onnx(dataclasses.replace(options, onnx=source), network_typing(runtime))
     print(trtexec_command(options, runtime=runtime, engine=engine, onnx_for_build=onnx))
     targets = options.compute_capabilities or ()
     for note in trtexec_notes(options, runtime=runtime, onnx_for_build=onnx, targets=targets):
@@ -203,11 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from esc_deploy.export.trt.build import BuildError, build_engine, describe
 
     try:
-        result = build_engine(options, progress=not args.no_progress)
+        result = build_engine(options, progress=not args.no_progress, say=lambda line: print(line, file=sys.stderr))
     except (MissingDependencyError, BuildError, ValueError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no engine written", file=sys.stderr)
         return 130
     print(describe(result))
+    if result.unfused_warning is not None:
+        print(result.unfused_warning, file=sys.stderr)
     return 0

@@ -72,10 +72,11 @@ def planned_onnx(options: EngineOptions, typing: NetworkTyping) -> Path:
     return fp16_onnx_path(options.onnx)
 
 
-def prepare_onnx(options: EngineOptions, typing: NetworkTyping) -> Path:
-    """The ONNX to parse; strongly typed with --fp16, converts an fp32 file to fp16 mixed precision first."""
+def prepare_onnx(options: EngineOptions, typing: NetworkTyping, *, progress: bool = False) -> tuple[Path, bool]:
+    """The ONNX to parse, and whether an earlier conversion was reused; strongly typed with --fp16, converts
+    an fp32 file to fp16 mixed precision first (``progress``: a bar while it calibrates)."""
     if not needs_fp16_onnx(options, typing) or is_fp16_mixed(options.onnx):
-        return options.onnx
+        return options.onnx, False
     from esc_deploy.export.onnx_graph.fp16 import convert_to_mixed_fp16  # owned by the export step
 
-    return convert_to_mixed_fp16(options.onnx, fp16_onnx_path(options.onnx), calibration(options))
+    return convert_to_mixed_fp16(options.onnx, fp16_onnx_path(options.onnx), calibration(options), progress=progress)

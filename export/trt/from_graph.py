@@ -25,7 +25,9 @@ def build_engine_from_graph(
     precision: str,
     plugin: Path | None,
     calibration: str = "auto",
+    attention: str = "auto",
 ) -> BuildResult:
+    """``attention``: as build_engine.py's --attention ('tensorrt': no plugin, TensorRT's fused kernel)."""
     from esc_deploy.common.files import atomic_write_bytes
     from esc_deploy.export.trt.build import build_engine
     from esc_deploy.export.trt.options import EngineOptions, Precision
@@ -34,6 +36,7 @@ def build_engine_from_graph(
     options = EngineOptions(
         onnx=onnx_path,
         plugin=plugin,
+        attention=attention,  # type: ignore[arg-type]  # EngineOptions checks it
         precision=Precision(precision),
         calibration=calibration,
         profile=profile,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 _LAYER = re.compile(r"^Name: (?P<name>[^,]+), LayerType: (?P<kind>[^,]+), Inputs: \[(?P<rest>.*)$")
 _TENSOR = re.compile(r"\{ Name: (?P<name>[^,]+), Dimensions: \[[^\]]*\].*?Datatype: (?P<dtype>\w+)")
 _ONNX_LAYER = re.compile(r"\[ONNX Layer: (?P<names>[^\]]+)\]")
+_TACTIC = re.compile(r"^\s*(?P<tactic>[^,]*)")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class EngineLayer:
     inputs: tuple[Tensor, ...]
     constants: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
-    onnx_nodes: tuple[str, ...]
+    onnx_nodes: tuple[str, ...]  # every ONNX node the layer computes (a fused kernel lists several)
+    tactic: str = ""  # the kernel TensorRT chose, e.g. '_gemm_mha_v2_0x...' for fused attention
 
 
 def _tensors(text: str) -> tuple[Tensor, ...]:
@@ -52,7 +54,7 @@ def engine_layers(log_lines: Iterable[str]) -> list[EngineLayer]:
         inputs, _, rest = rest.partition("], Constants: [")
         constants, _, rest = rest.partition("], Outputs: [")
         outputs, _, tail = rest.partition("], TacticName:")
-        onnx = _ONNX_LAYER.search(tail)
+        tactic = _TACTIC.match(tail)
         layers.append(
             EngineLayer(
                 name=match["name"],
@@ -60,7 +62,8 @@ def engine_layers(log_lines: Iterable[str]) -> list[EngineLayer]:
                 inputs=_tensors(inputs),
                 constants=_tensors(constants),
                 outputs=_tensors(outputs),
-                onnx_nodes=tuple(n.strip() for n in onnx["names"].split(",")) if onnx else (),
+                onnx_nodes=tuple(n.strip() for m in _ONNX_LAYER.finditer(tail) for n in m["names"].split(",")),
+                tactic=tactic["tactic"].strip() if tactic else "",
             )
         )
     return layers

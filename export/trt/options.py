@@ -32,6 +32,8 @@ from esc_deploy.export.trt.env import RUNTIME_CHOICES, RuntimeChoice
 from esc_deploy.export.trt.files import sha256_file
 
 FieldKind = Literal["setting", "identity", "location", "choice"]
+AttentionChoice = Literal["auto", "plugin", "tensorrt"]
+ATTENTION_CHOICES: tuple[AttentionChoice, ...] = ("auto", "plugin", "tensorrt")
 
 # Names of the exported model's I/O tensors (export/to_onnx.py); NCHW float32, dynamic N, H, W.
 INPUT_NAME = "input"
@@ -60,6 +62,9 @@ class EngineOptions:
     # TensorRT for RTX only, e.g. ("8.6", "8.9"); None: the local GPU's, else RTX_DEFAULT_TARGETS.
     compute_capabilities: tuple[str, ...] | None = field(default=None, metadata=_kind("choice"))
     plugin: Path | None = field(default=DEFAULT_PLUGIN, metadata=_kind("identity"))
+    # Who computes the window attention: the plugin (needs its library), TensorRT's own fused kernel (no
+    # plugin: the plugin export's nodes become standard ops), or auto (the plugin where its library is found).
+    attention: AttentionChoice = field(default="auto", metadata=_kind("choice"))
     precision: Precision = field(default=Precision.FP32, metadata=_kind("setting"))
     # fp16's calibration (export/onnx_graph/calibration_set.py): 'auto' (bundled photographs), 'off', or a folder.
     calibration: str = field(default="auto", metadata=_kind("setting"))
@@ -75,6 +80,8 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_CHOICES:
             raise ValueError(f"runtime: expected one of {list(RUNTIME_CHOICES)}, found {self.runtime!r}")
+        if self.attention not in ATTENTION_CHOICES:
+            raise ValueError(f"attention: expected one of {list(ATTENTION_CHOICES)}, found {self.attention!r}")
         if self.compute_capabilities is not None and not self.compute_capabilities:
             raise ValueError("compute capability: expected at least one, like 8.6, found none")
         if not isinstance(self.precision, Precision):

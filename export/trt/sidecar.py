@@ -19,11 +19,12 @@ from esc.config import ESCConfig
 from esc_deploy.export import plugin_contract
 from esc_deploy.export.onnx_graph.metadata import config_from_dict
 from esc_deploy.export.shape_profile import ShapeProfile, parse_shape
+from esc_deploy.export.trt.attention_report import AttentionBlock
 from esc_deploy.export.trt.env import Flavour, GpuInfo
 from esc_deploy.export.trt.files import atomic_write_json
 from esc_deploy.export.trt.options import Precision, sidecar_path
 
-SIDECAR_FORMAT = 2
+SIDECAR_FORMAT = 3  # 3: the attention path and each block's attention implementation
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class EngineSidecar:
     plugin_layers: tuple[str, ...]
     built_at: str
     build_seconds: float
+    # 'plugin' or 'tensorrt'; per block, what the builder's layer report shows (trt/attention_report.py).
+    attention: str = "plugin"
+    attention_blocks: tuple[AttentionBlock, ...] = ()
+    fused_attention_blocks: int = 0  # plugin layers count as fused: == model.n_blocks when every block is
     format: int = SIDECAR_FORMAT
 
     def to_json(self) -> dict[str, Any]:
@@ -99,6 +104,7 @@ class EngineSidecar:
             "compute_capabilities": list(self.target.compute_capabilities),
         }
         data["plugin_layers"] = list(self.plugin_layers)
+        data["attention_blocks"] = [dataclasses.asdict(b) for b in self.attention_blocks]
         return data
 
     @classmethod
@@ -137,6 +143,11 @@ class EngineSidecar:
                 plugin_layers=tuple(_typed(name, str) for name in _typed(data["plugin_layers"], list)),
                 built_at=_typed(data["built_at"], str),
                 build_seconds=float(_typed(data["build_seconds"], (int, float))),
+                attention=_typed(data["attention"], str),
+                attention_blocks=tuple(
+                    AttentionBlock(**_typed(b, dict)) for b in _typed(data["attention_blocks"], list)
+                ),
+                fused_attention_blocks=_typed(data["fused_attention_blocks"], int),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: malformed sidecar ({type(exc).__name__}: {exc})") from None
@@ -185,6 +196,10 @@ def _typed(value: Any, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise TypeError(f"expected {kind}, found {value!r}")
     return value
+
+
+def _blocks(data: Any) -> tuple[AttentionBlock, ...]:
+    return tuple(AttentionBlock(**_typed(block, dict)) for block in _typed(data, list))
 
 
 def _profile(data: Any) -> ShapeProfile:

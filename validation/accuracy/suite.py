@@ -184,7 +184,8 @@ def run_parity(
 
     needed: list[Graph] = []
     for r in runnable:
-        uses_graph = r.backend.kind == "onnxruntime" or (r.backend.kind == "tensorrt" and options.engine is None)
+        given_engine = options.engine is not None and r.backend.name == "tensorrt"
+        uses_graph = r.backend.kind == "onnxruntime" or (r.backend.kind == "tensorrt" and not given_engine)
         if uses_graph and r.backend.graph is not None and r.backend.graph not in needed:
             needed.append(r.backend.graph)
     torch_fp16 = any(r.backend.kind == "torch" and r.precision == "fp16" for r in runnable)
@@ -267,18 +268,21 @@ def _make_runner(
         return runner
     if backend.kind == "onnxruntime":
         return OnnxRuntimeRunner(backend.name, fp16.graph_for(backend, fp32_graphs))
-    engine = options.engine
+    fused = backend.name == "tensorrt-fused"  # no plugin: TensorRT's own attention kernel
+    engine = None if fused else options.engine  # a given engine is the plugin engine
     if engine is None:
         engine = build_parity_engine(
             fp32_graphs["plugin"],
             inputs,
             precision=options.trt_precision,
-            plugin=options.plugin,
+            plugin=None if fused else options.plugin,
             work_dir=options.work_dir,
             calibration=options.calibration,
             log=log,
+            attention="tensorrt" if fused else "plugin",
         )
-    trt_runner = TensorRTRunner(backend.name, engine, plugin=options.plugin if options.plugin.is_file() else None)
+    plugin = None if fused or not options.plugin.is_file() else options.plugin
+    trt_runner = TensorRTRunner(backend.name, engine, plugin=plugin)
     r.precision = trt_runner.precision
     return trt_runner
 
@@ -352,15 +356,16 @@ def _cross_checks(results: Mapping[str, BackendResult], table: Mapping[str, Thre
         ("onnxruntime-native", "onnxruntime-plugin"),
         ("onnxruntime-fp16-native", "onnxruntime-fp16-plugin"),
     ]
-    trt = results.get("tensorrt")
-    if trt is not None and trt.run is not None:
-        pairs.append(("tensorrt", "onnxruntime-plugin" if trt.precision == "fp32" else "onnxruntime-fp16-plugin"))
+    for name in ("tensorrt", "tensorrt-fused"):
+        trt = results.get(name)
+        if trt is not None and trt.run is not None:
+            pairs.append((name, "onnxruntime-plugin" if trt.precision == "fp32" else "onnxruntime-fp16-plugin"))
     checks = []
     for candidate, baseline in pairs:
         a, b = results.get(candidate), results.get(baseline)
         if a is None or b is None or a.run is None or b.run is None:
             continue
-        key = f"tensorrt-{a.precision}" if candidate == "tensorrt" else candidate
+        key = f"tensorrt-{a.precision}" if a.backend.kind == "tensorrt" else candidate
         checks.append(
             polygraphy_cross_check(candidate, a.run.outputs, baseline, b.run.outputs, atol=table[key].max_abs)
         )

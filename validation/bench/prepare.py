@@ -149,7 +149,11 @@ def prepare_onnxruntime(
     return Prepared(fn, host_ready, "", detail)
 
 
-def prepare_tensorrt(model: ESCBase, dtype: Precision, shape: tuple[int, ...], options: BenchmarkOptions) -> Prepared:
+def prepare_tensorrt(
+    model: ESCBase, dtype: Precision, shape: tuple[int, ...], options: BenchmarkOptions, *, attention: str = "plugin"
+) -> Prepared:
+    """An engine built from the plugin export at this static shape; ``attention`` 'plugin' (the plugin
+    library) or 'tensorrt' (no plugin: TensorRT's own fused attention kernel)."""
     import torch
 
     from esc_deploy.export.shape_profile import ShapeProfile
@@ -162,14 +166,16 @@ def prepare_tensorrt(model: ESCBase, dtype: Precision, shape: tuple[int, ...], o
     built = build_engine_from_graph(
         export_graphs(model, ["plugin"])["plugin"],
         onnx_path=options.work_dir / f"benchmark_x{model.config.scale}.onnx",
-        engine=options.work_dir / f"benchmark_x{model.config.scale}_{dtype}_{h}x{w}.engine",
+        engine=options.work_dir / f"benchmark_x{model.config.scale}_{dtype}_{h}x{w}_{attention}.engine",
         profile=ShapeProfile(static, static, static),
         precision=dtype,
-        plugin=options.plugin,
+        plugin=options.plugin if attention == "plugin" else None,
         calibration=options.calibration,
+        attention=attention,
     )
+    plugin = options.plugin if attention == "plugin" else None
     # --device cuda is the current CUDA device: the one the engine was built on and measure()'s events use.
-    runner = EngineRunner(built.engine, plugin=options.plugin, device=torch.cuda.current_device())
+    runner = EngineRunner(built.engine, plugin=plugin, device=torch.cuda.current_device())
     x = torch.rand(shape, device=runner.device)
 
     def fn() -> Any:

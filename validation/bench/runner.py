@@ -18,6 +18,7 @@ from esc_deploy.validation.bench.prepare import (
     prepare_tensorrt,
 )
 from esc_deploy.validation.bench.suite import (
+    ENGINE_BACKENDS,
     BenchmarkOptions,
     CaseResult,
     build_models,
@@ -30,7 +31,7 @@ from esc_deploy.validation.bench.timing import Measured, Timed, measure, memory_
 if TYPE_CHECKING:
     from esc.models import ESCBase
 
-FIXED_MEMORY_BACKENDS = ("tensorrt",)  # memory: the engine's device memory (Prepared.fixed_memory_mib)
+FIXED_MEMORY_BACKENDS = ("tensorrt", "tensorrt-fused")  # memory: the engine's device memory (Prepared.fixed_memory_mib)
 
 
 def new_case(model: ESCBase, backend: str, dtype: Precision, options: BenchmarkOptions) -> CaseResult:
@@ -55,7 +56,7 @@ def prepare_case(model: ESCBase, case: CaseResult, options: BenchmarkOptions) ->
         return prepare_onnxruntime(
             model, case.dtype, options.device, shape, options.calibration, graph=graph, threads=options.threads
         )
-    return prepare_tensorrt(model, case.dtype, shape, options)
+    return prepare_tensorrt(model, case.dtype, shape, options, attention=ENGINE_BACKENDS[case.backend])
 
 
 def _record_error(case: CaseResult, exc: Exception) -> None:

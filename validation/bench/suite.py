@@ -17,7 +17,8 @@ each case prepared, warmed up, timed and released in turn.
 Backends: eager-naive, eager-sdpa, eager-flex (compiled FlexAttention: the paper's eager model),
 eager-fused (this project's kernel), onnxruntime (the native graph; mixed fp16 for fp16),
 onnxruntime-plugin (the default export: ONNX Runtime runs the plugin node's function body),
-onnxruntime-opset23 (the native graph at opset 23: one standard Attention node each), tensorrt.
+onnxruntime-opset23 (the native graph at opset 23: one standard Attention node each), tensorrt (the
+plugin engine), tensorrt-fused (the plugin-free engine, TensorRT's own fused window attention).
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ BACKENDS = (
     "eager-flex",
     "eager-fused",
     *ORT_GRAPHS,  # onnxruntime, onnxruntime-plugin, onnxruntime-opset23
-    "tensorrt",
+    "tensorrt",  # the engine with the ESCWindowAttention plugin
+    "tensorrt-fused",  # the plugin-free engine: TensorRT's own fused attention (build_engine.py --attention tensorrt)
 )
+ENGINE_BACKENDS = {"tensorrt": "plugin", "tensorrt-fused": "tensorrt"}  # backend -> build_engine.py --attention
 PAPER_RUNS = 100
 PAPER_OUTPUT = (720, 1280)  # (height, width): the paper's 1280x720
 CPU_ROUNDS = 3  # CPU mode's default: interleaved rounds
@@ -238,7 +241,7 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
 
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
-    if backend == "tensorrt":
+    if backend in ENGINE_BACKENDS:
         if device != "cuda":  # else it would run on a GPU anyway, timed by the CPU mode's clock
             return f"TensorRT runs on CUDA only, not on device {device}"
         from esc_deploy.export.trt.env import cannot_run_engines
@@ -246,7 +249,7 @@ def skip_reason(backend: str, device: Device, *, plugin: Path = DEFAULT_PLUGIN) 
         reason = cannot_run_engines()
         if reason is not None:
             return reason
-        if not plugin.is_file():
+        if ENGINE_BACKENDS[backend] == "plugin" and not plugin.is_file():
             from esc_deploy.export.trt.plugin import BUILD_PLUGIN_HINT
 
             return f"plugin library {plugin} not built ({BUILD_PLUGIN_HINT})"

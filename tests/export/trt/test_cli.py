@@ -88,8 +88,13 @@ def test_missing_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_missing_plugin(tmp_path: Path, tiny_fp32_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--onnx", str(tiny_fp32_onnx), "--plugin", str(tmp_path / "none.so")]) == 2
-    assert "plugin library" in capsys.readouterr().err
+    # --attention auto would take TensorRT's path; asking for the plugin makes its library required.
+    engine = tmp_path / "e.engine"
+    args = ["--onnx", str(tiny_fp32_onnx), "--plugin", str(tmp_path / "none.so"), "--output", str(engine)]
+    assert main([*args, "--attention", "plugin"]) == 2
+    err = capsys.readouterr().err
+    assert "plugin library" in err and "none.so not found" in err and err.count("\n") == 1
+    assert not engine.exists()
 
 
 def test_trtexec_args_10x_fp16(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ def plugin_engine(default_onnx: dict[str, Path], trt11_plugin: Path, tmp_path_fa
     result = build("--onnx", str(default_onnx["plugin"]), "--plugin", str(trt11_plugin),
                    "--compute-capability", ",".join(TARGETS), "--output", str(engine))  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert f"attention: plugin (auto: plugin library {trt11_plugin} found)" in result.stderr.splitlines()
     print(result.stdout.strip())
     return engine
 
@@ -97,6 +98,10 @@ def test_one_plugin_layer_per_block_with_half_qkv_and_float_table(plugin_engine:
     nodes = esc_node_names(Path(sidecar.built_onnx.path))
     assert len(nodes) == sidecar.model.n_blocks == 3
     assert list(sidecar.plugin_layers) == nodes  # every node a plugin layer: no inlined function body
+    assert sidecar.attention == "plugin" and sidecar.fused_attention_blocks == 3
+    assert [(b.block, b.onnx_node, b.implementation) for b in sidecar.attention_blocks] == [
+        (f"blocks.{i}", node, "plugin") for i, node in enumerate(nodes)
+    ]
     plugins = [layer for layer in layers_of(plugin_engine) if layer.kind == "custom_layer"]
     assert sorted(node for layer in plugins for node in layer.onnx_nodes) == sorted(nodes)
     for layer in plugins:
@@ -147,6 +152,13 @@ BAD_INPUTS = {
     "missing ONNX": (lambda d, t, p10: ["--onnx", str(t / "none.onnx"), "--no-plugin"], "not found"),
     "corrupt ONNX": (
         lambda d, t, p10: ["--onnx", str(_write(t / "bad.onnx", b"\x08\x07garbage" * 50)), "--no-plugin"],
+        "is not a readable ONNX file",
+    ),
+    "corrupt ONNX, no plugin either (the ONNX is checked first)": (
+        lambda d, t, p10: [
+            *("--onnx", str(_write(t / "bad.onnx", b"\x08\x07garbage" * 50))),
+            *("--attention", "plugin", "--plugin", str(t / "none.so")),
+        ],
         "is not a readable ONNX file",
     ),
     "ONNX without esc.config": (
@@ -206,7 +218,7 @@ def test_sidecar_round_trip_and_strict_reading(plugin_engine: Path, tmp_path: Pa
     with pytest.raises(ValueError, match="is not readable JSON"):
         EngineSidecar.read(engine)
     for broken, message in (
-        ({**data, "format": 1}, "expected sidecar format 2, found 1"),
+        ({**data, "format": 1}, "expected sidecar format 3, found 1"),
         ({k: v for k, v in data.items() if k != "model"}, r"missing \['model'\]"),
         ({**data, "surprise": 1}, r"extra \['surprise'\]"),
         ({**data, "runtime": "tensorrt-lean"}, "malformed sidecar"),

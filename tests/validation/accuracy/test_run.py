@@ -87,10 +87,12 @@ def test_cli_default_backends_pass_and_write_the_report(
         "onnxruntime-fp16-plugin": "PASS",
         "onnxruntime-fp16-native": "PASS",
         "tensorrt": "skipped",
+        "tensorrt-fused": "skipped",  # both engine kinds need a GPU to run
     }
-    trt = next(b for b in result["backends"] if b["name"] == "tensorrt")
-    assert trt["reason"] and trt["comparison"] is None and trt["line"].startswith("skipped: tensorrt: ")
-    assert f"skipped: tensorrt: {trt['reason']}" in out
+    for name in ("tensorrt", "tensorrt-fused"):
+        trt = next(b for b in result["backends"] if b["name"] == name)
+        assert trt["reason"] and trt["comparison"] is None and trt["line"].startswith(f"skipped: {name}: ")
+        assert f"skipped: {name}: {trt['reason']}" in out
     fp32 = next(b for b in result["backends"] if b["name"] == "onnxruntime-native")["comparison"]
     assert fp32["stats"]["max_abs"] <= 1e-4 and set(fp32["per_image"]) == {"chelsea", "rocket"}
     assert [c["verdict"] for c in result["cross_checks"]] == ["PASS", "PASS"]  # Polygraphy: native vs plugin

@@ -45,10 +45,11 @@ def test_cpu_mode_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert case["rounds"] == 3 and case["runs_per_round"] == 1 and len(case["round_medians_ms"]) == 3
         assert case["input_size"] == [24, 32] and case["output_size"] == [96, 128]
         assert case["memory_mib"] > 0 and "RSS" in case["memory_kind"]
-    for name in ("eager-flex", "eager-fused", "tensorrt"):
+    for name in ("eager-flex", "eager-fused", "tensorrt", "tensorrt-fused"):
         assert cases[name]["status"] == "skipped" and cases[name]["reason"]
         assert "median_ms" not in cases[name]
-    assert cases["tensorrt"]["reason"] == "TensorRT runs on CUDA only, not on device cpu"
+    for name in ("tensorrt", "tensorrt-fused"):
+        assert cases[name]["reason"] == "TensorRT runs on CUDA only, not on device cpu"
     assert report["protocol"] == (
         "reduced: fewer than 100 runs, CPU mode; time.perf_counter, warm-up 1, then 3 interleaved rounds of 1 run "
         "per case in turn, median of 3 runs, spread: min-max of the round medians; memory in a pass before the "
@@ -105,6 +106,18 @@ def test_measure_times_until_the_output_is_ready(device: benchmark.Device) -> No
 def test_tensorrt_is_skipped_on_cpu() -> None:
     """Not run on the GPU anyway and timed by the CPU clock around an asynchronous enqueue."""
     assert skip_reason("tensorrt", "cpu") == "TensorRT runs on CUDA only, not on device cpu"
+    assert skip_reason("tensorrt-fused", "cpu") == "TensorRT runs on CUDA only, not on device cpu"
+
+
+def test_fused_engine_needs_no_plugin(tmp_path: Path) -> None:
+    """On CUDA the plugin engine needs the library; the TensorRT-fused one only a usable TensorRT and GPU."""
+    from esc_deploy.export.trt.env import cannot_run_engines
+
+    engines = cannot_run_engines()
+    missing = tmp_path / "none.so"
+    assert skip_reason("tensorrt-fused", "cuda", plugin=missing) == engines
+    if engines is None:  # a GPU TensorRT can use: only the plugin engine asks for the library
+        assert "not built" in str(skip_reason("tensorrt", "cuda", plugin=missing))
 
 
 def _assert_ready_waits(prepared: Prepared) -> None:

@@ -54,6 +54,9 @@ def test_script_records_failed_steps_in_a_few_files(tmp_path: Path) -> None:
     for step in ("build", "kernel-gpu-check"):
         assert f"gpu_check: {step} failed or timed out" in summary
     assert "gpu_check: cuda-tests failed" not in summary  # no test selected runs here: they skip
+    # The engine benchmark (plugin vs TensorRT's fused attention) needs a GPU TensorRT can use: skipped, with why.
+    [skipped] = [line for line in summary.splitlines() if line.startswith("gpu_check: engine-benchmark skipped: ")]
+    assert len(skipped) > len("gpu_check: engine-benchmark skipped: ") + 10
     assert summary.rstrip().endswith("(exit 1)")
     with tarfile.open(out / "logs.tar.gz") as archive:
         names = set(archive.getnames())
