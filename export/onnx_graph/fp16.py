@@ -51,8 +51,12 @@ def calibrate(
 
     sizes = ", ".join(f"{i.size[0]}x{i.size[1]}" for i in calibration.inputs)
     bar = tqdm(total=len(calibration.inputs), desc=f"fp16 calibration ({sizes})", unit="input", disable=not progress)
+
+    def step(_done: int, _total: int) -> None:
+        bar.update(1)
+
     with bar:
-        ranges = measure_value_ranges(model, calibration.arrays(), progress=lambda done, _total: bar.update(1))
+        ranges = measure_value_ranges(model, calibration.arrays(), progress=step)
     plan = plan_fp16(model, ranges, op_types=fp32_op_types(), calibration=calibration.describe())
     if not verify:
         return plan
