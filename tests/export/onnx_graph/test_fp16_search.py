@@ -36,8 +36,9 @@ from esc_deploy.validation.accuracy.fp16_report import golden_recipe_state
 EXTREME = ESCConfig(family="esc", dim=32, pdim=8, kernel_size=13, n_blocks=3, conv_blocks=5, window_size=8,
                     num_heads=2, scale=2, exp_ratio=1.25, use_ln=False)  # fmt: skip
 SEED = 1  # drawn once: activations reach 1e14 in blocks.2 on these photographs
-# The photographs are capped at 2 windows (16 px here); the large input, resized from the first one, at this.
-CALIBRATION_SHAPE = (64, 96)
+# The photographs are capped at 2 windows (16 px here), too small to show this checkpoint's fp16 error;
+# the large input, resized from the first one, does at this size (at 48x48 the range plan passes them).
+CALIBRATION_SHAPE = (96, 144)
 FP16_BACKENDS = ("torch-fp16", "onnxruntime-fp16-plugin", "onnxruntime-fp16-native")
 
 
@@ -120,7 +121,8 @@ def extreme_fp32_onnx(extreme_checkpoint: Path, tmp_path_factory: pytest.TempPat
     return path
 
 
-SMALL_PROFILE = ("--min-shape", "1x3x32x32", "--opt-shape", "1x3x48x48", "--max-shape", "1x3x48x48")
+# The build calibrates up to the profile's maximum: the same large input as the parity run.
+SMALL_PROFILE = ("--min-shape", "1x3x32x32", "--opt-shape", "1x3x48x48", "--max-shape", "1x3x96x144")
 
 
 @pytest.mark.tensorrt_rtx
