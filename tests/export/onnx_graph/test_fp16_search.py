@@ -96,7 +96,7 @@ def test_every_fp16_backend_passes_after_widening(extreme_parity: object) -> Non
     lines = "\n".join(result.lines())  # type: ignore[attr-defined]
     for backend in FP16_BACKENDS:
         assert result.result(backend).status == "PASS", lines  # type: ignore[attr-defined]
-    assert [i.split()[0] for i in result.calibration["inputs"]] == ["astronaut", "rocket"]  # type: ignore[attr-defined]
+    assert [i.split()[0] for i in result.calibration["inputs"]] == ["astronaut", "rocket", "astronaut@96x144"]  # type: ignore[attr-defined]
     plans = report_json(result)["fp16_plans"]  # type: ignore[arg-type]
     plugin = plans["plugin"]["accuracy"]
     assert not plugin["steps"][0]["passed"]  # the range plan alone fails on the calibration inputs
