@@ -87,10 +87,11 @@ def measure_module_ranges(model: nn.Module, inputs: Iterable[Tensor]) -> dict[st
     return ranges
 
 
-def fp32_modules(ranges: Mapping[str, ModuleRange], limit: float = SAFE_LIMIT) -> list[str]:
-    """The modules the rule keeps in float32: an unsafe input, output or weight; children of a kept module
-    omitted. ``''`` (the whole model) when the root's own weights, e.g. the shared large kernel, are unsafe."""
-    unsafe = sorted(name for name, r in ranges.items() if not is_fp16_safe(r.largest, limit))
+def fp32_modules(ranges: Mapping[str, ModuleRange], limit: float = SAFE_LIMIT, extra: Iterable[str] = ()) -> list[str]:
+    """The modules the rule keeps in float32: an unsafe input, output or weight, and ``extra`` (those the
+    accuracy check of the fp16 conversion adds); children of a kept module omitted. ``''`` (the whole
+    model) when the root's own weights, e.g. the shared large kernel, are unsafe, or ``extra`` holds it."""
+    unsafe = sorted({name for name, r in ranges.items() if not is_fp16_safe(r.largest, limit)} | set(extra))
     if "" in unsafe:
         return [""]
     kept: list[str] = []
@@ -109,15 +110,15 @@ def _to_float32(values: Any) -> Any:
 
 
 def to_mixed_half(
-    model: nn.Module, ranges: Mapping[str, ModuleRange], *, limit: float = SAFE_LIMIT
+    model: nn.Module, ranges: Mapping[str, ModuleRange], *, limit: float = SAFE_LIMIT, extra: Iterable[str] = ()
 ) -> tuple[nn.Module, list[str]]:
-    """A float16 copy of ``model`` whose unsafe modules run in float32; returns (copy, their names).
+    """A float16 copy of ``model`` whose unsafe modules, and ``extra``, run in float32; returns (copy, their names).
 
     A kept module casts its inputs up and returns float16 only when its calibrated output is safe;
     otherwise its float32 output flows on (PyTorch promotes the mixed sums) to consumers that the
     rule keeps in float32 too, until a value is safe again.
     """
-    kept = fp32_modules(ranges, limit)
+    kept = fp32_modules(ranges, limit, extra)
     if kept == [""]:  # the root's own weights are unsafe: all float32, taking float16 inputs too
         whole = copy.deepcopy(model).float()
         whole.register_forward_pre_hook(lambda _m, args: _to_float32(args))

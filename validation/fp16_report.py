@@ -1,4 +1,4 @@
-"""python validation/fp16_report.py [--output docs/fp16.md] [--runs N] [--shape HxW]
+"""python validation/fp16_report.py [--output docs/fp16.md] [--calibration-shape HxW]
 
 The command line of validation/accuracy/fp16_report.py (``--help`` for the options)."""
 

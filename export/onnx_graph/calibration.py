@@ -149,6 +149,7 @@ class Fp16Plan:
     unsafe: tuple[UnsafeValue, ...] = ()
     limit: float = SAFE_LIMIT
     calibration: dict[str, Any] = field(default_factory=dict)  # images and sizes, or {} when not calibrated
+    accuracy: dict[str, Any] = field(default_factory=dict)  # the verification (fp16_search.py), {} when none ran
 
     @property
     def calibrated(self) -> bool:
@@ -165,8 +166,10 @@ class Fp16Plan:
         return list(dict.fromkeys(u.scope for u in self.unsafe if u.scope))
 
     def metadata(self, *, total_nodes: int, fp16_weight_share: float, fp16_node_share: float) -> str:
+        verified = {"accuracy": self.accuracy} if self.accuracy else {}
         return json.dumps(
             {
+                **verified,
                 "rule": f"max |x| <= {self.limit:g} (fp16 max {FP16_MAX:g} / margin {SAFE_MARGIN:g})",
                 "calibrated": self.calibrated,
                 "calibration": self.calibration,

@@ -40,8 +40,11 @@ def fp32_op_types() -> tuple[str, ...]:
     return (*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS)
 
 
-def calibrate(model: onnx.ModelProto, calibration: CalibrationSet, *, progress: bool = False) -> Fp16Plan:
-    """The rule applied to ``model`` with its values measured on ``calibration`` (ONNX Runtime).
+def calibrate(
+    model: onnx.ModelProto, calibration: CalibrationSet, *, progress: bool = False, verify: bool = True
+) -> Fp16Plan:
+    """The rule applied to ``model`` with its values measured on ``calibration`` (ONNX Runtime), then
+    verified against float32 on the same inputs and widened where it fails (fp16_search.py).
 
     ``progress``: a tqdm bar on stderr, one step per input (each takes seconds on a CPU)."""
     from tqdm import tqdm
@@ -54,7 +57,12 @@ def calibrate(model: onnx.ModelProto, calibration: CalibrationSet, *, progress: 
 
     with bar:
         ranges = measure_value_ranges(model, calibration.arrays(), progress=step)
-    return plan_fp16(model, ranges, op_types=fp32_op_types(), calibration=calibration.describe())
+    plan = plan_fp16(model, ranges, op_types=fp32_op_types(), calibration=calibration.describe())
+    if not verify:
+        return plan
+    from esc_deploy.export.onnx_graph.fp16_search import verify_and_widen
+
+    return verify_and_widen(model, plan, calibration.arrays()).plan
 
 
 def to_mixed_fp16(model: onnx.ModelProto, plan: Fp16Plan | None = None) -> onnx.ModelProto:
@@ -226,14 +234,21 @@ def convert_to_mixed_fp16(
     """
     from esc_deploy.common.files import sha256_file
 
-    source = {"sha256": sha256_file(src), "calibration": calibration.describe() if calibration else None}
+    described = calibration.describe() if calibration else None
+    # "verified": a file converted before the accuracy check (fp16_search.py) is converted again.
+    source = {"sha256": sha256_file(src), "calibration": described, "verified": calibration is not None}
     if _converted_from(dst) == source:
         return Path(dst), True
     model = onnx.load(str(src))
     if is_mixed_fp16(model):
         converted = model
     else:
-        plan = calibrate(model, calibration, progress=progress) if calibration is not None else None
+        plan = None
+        if calibration is not None:
+            from esc_deploy.export.onnx_graph.fp16_search import require_fp16
+
+            fp32_command = f"python export/build_engine.py --onnx {src} (without --fp16)"
+            plan = require_fp16(calibrate(model, calibration, progress=progress), fp32_command)
         converted = to_mixed_fp16(model, plan)
         props = {p.key: p.value for p in converted.metadata_props}
         onnx.helper.set_model_props(converted, {**props, SOURCE_KEY: json.dumps(source, sort_keys=True)})

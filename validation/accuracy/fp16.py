@@ -33,6 +33,7 @@ class Fp16Context:
     model: ESCBase
     calibration: CalibrationSet | None
     choice: str = "auto"
+    graphs: Mapping[str, Any] = field(default_factory=dict)  # the fp32 graphs; 'plugin' decides torch-fp16's units
     _module_ranges: dict[str, ModuleRange] | None = None
     _plans: dict[str, Fp16Plan] = field(default_factory=dict)
     _graphs: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +57,12 @@ class Fp16Context:
         if graph not in self._plans:
             if self.calibration is None:
                 self._plans[graph] = plan_fp16(proto, None, op_types=fp32_op_types())
+            elif graph != "plugin" and "plugin" in self.graphs:  # the same modules as the plugin graph's
+                from esc_deploy.export.onnx_graph.fp16_search import with_units
+
+                verified = self.plan("plugin", self.graphs["plugin"]).accuracy
+                base = calibrate(proto, self.calibration, verify=False)
+                self._plans[graph] = with_units(proto, base, {**verified, "units_from": "plugin graph"})
             else:
                 self._plans[graph] = calibrate(proto, self.calibration)
         return self._plans[graph]
@@ -82,8 +89,33 @@ class Fp16Context:
         ranges = self.module_ranges()
         if ranges is None:
             return copy.deepcopy(self.model).half(), []
-        mixed, kept = to_mixed_half(self.model, ranges)
+        mixed, kept = to_mixed_half(self.model, ranges, extra=self.accuracy_units())
         return mixed, kept  # type: ignore[return-value]
+
+    def accuracy_units(self) -> list[str]:
+        """The modules the plugin graph's verified plan keeps float32 for accuracy ('' for the whole model):
+        torch-fp16 keeps the same ones (none without calibration or a plugin graph)."""
+        from esc_deploy.export.onnx_graph.fp16_search import ROOT
+
+        if self.calibration is None or "plugin" not in self.graphs:
+            return []
+        units = self.plan("plugin", self.graphs["plugin"]).accuracy.get("fp32_units_by_accuracy", [])
+        return ["" if unit == ROOT else unit for unit in units]
+
+    def summary(self) -> dict[str, Any]:
+        """Each fp16 graph's ``esc.fp16`` record (shares, units kept by range and by accuracy, the error
+        achieved on the calibration inputs), and torch-fp16's units, for parity.json."""
+        import json
+
+        from esc_deploy.export.onnx_graph.calibration import FP16_KEY
+
+        out: dict[str, Any] = {}
+        for graph, proto in sorted(self._graphs.items()):
+            record = json.loads({p.key: p.value for p in proto.metadata_props}.get(FP16_KEY, "{}"))
+            out[graph] = {k: v for k, v in record.items() if k not in ("unsafe", "fp32_node_names")}
+        if self.calibration is not None and "plugin" in self.graphs:
+            out["torch"] = {"fp32_units_by_accuracy": self.accuracy_units()}
+        return out
 
     def graph_for(self, backend: Backend, fp32_graphs: Mapping[str, onnx.ModelProto]) -> onnx.ModelProto:
         """The ModelProto ``backend`` runs: the fp32 graph, or its fp16 conversion under the plan."""

@@ -72,6 +72,7 @@ def report_json(result: ParityResult) -> dict[str, Any]:
         "backends": [_backend_json(r) for r in result.results],
         "cross_checks": [c.as_json() for c in result.cross_checks],
         "fp16_calibration": result.calibration,
+        "fp16_plans": result.fp16_plans,
         "block_max_abs": {b.block: json_number(b.max_abs) for b in result.block_ranges},
         "seconds": round(result.seconds, 2),
     }

@@ -123,6 +123,7 @@ class ParityResult:
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(THRESHOLDS))
     calibration: dict[str, Any] = field(default_factory=dict)  # {} when fp16 ran uncalibrated
     block_ranges: list[BlockRange] = field(default_factory=list)  # the reference's, on the parity inputs
+    fp16_plans: dict[str, Any] = field(default_factory=dict)  # per graph: what stayed float32, and why
 
     @property
     def compared(self) -> list[BackendResult]:
@@ -187,6 +188,9 @@ def run_parity(
         uses_graph = r.backend.kind == "onnxruntime" or (r.backend.kind == "tensorrt" and not given_engine)
         if uses_graph and r.backend.graph is not None and r.backend.graph not in needed:
             needed.append(r.backend.graph)
+    torch_fp16 = any(r.backend.kind == "torch" and r.precision == "fp16" for r in runnable)
+    if torch_fp16 and options.calibration != "off" and "plugin" not in needed:
+        needed.append("plugin")  # its verified fp16 plan names the modules torch-fp16 keeps float32
     fp32_graphs: dict[str, Any] = dict(graphs or {})
     to_export = [g for g in needed if g not in fp32_graphs]
     if to_export:
@@ -199,7 +203,7 @@ def run_parity(
     reference_runner = torch_runner(REFERENCE, reference_model, precision=Precision.FP32, device="cpu")
     reference = run_inputs(reference_runner, inputs, progress=options.progress)
     results[REFERENCE].status, results[REFERENCE].run = "reference", reference
-    fp16 = Fp16Context(model, _calibration(model, options, runnable, log), options.calibration)
+    fp16 = Fp16Context(model, _calibration(model, options, runnable, log), options.calibration, fp32_graphs)
     for r in runnable:
         if r.name == REFERENCE:
             continue
@@ -219,6 +223,7 @@ def run_parity(
         thresholds=table,
         calibration=fp16.calibration.describe() if fp16.calibration is not None else {},
         block_ranges=block_ranges(reference_model, inputs),
+        fp16_plans=fp16.summary(),
     )
 
 
