@@ -66,7 +66,7 @@ def standard_attention_path(src: Path) -> Path:
 
 def write_standard_attention(src: Path, dst: Path) -> Path:
     """``dst``: ``src`` with standard attention, written atomically (deterministic bytes; kept when current)."""
-    from esc_deploy.export.trt.files import sha256_file
+    from esc_deploy.common.files import sha256_file
 
     sha = sha256_file(src)
     if dst.is_file():

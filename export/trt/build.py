@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from esc.config import ESCConfig
-from esc_deploy.common.files import atomic_write_bytes
+from esc_deploy.common.files import atomic_write_bytes, sha256_file
 from esc_deploy.export.onnx_graph.metadata import read_model_config
 from esc_deploy.export.trt.attention_path import AttentionChoice, check_attention_types, choose_attention
 from esc_deploy.export.trt.attention_report import AttentionBlock, attention_blocks, unfused_warning
@@ -37,7 +37,6 @@ from esc_deploy.export.trt.env import (
     require_cuda_gpu,
     require_runtime,
 )
-from esc_deploy.export.trt.files import sha256_file
 from esc_deploy.export.trt.fp16 import NetworkTyping, network_typing, prepare_onnx
 from esc_deploy.export.trt.options import (
     EngineOptions,

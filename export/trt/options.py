@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from esc_deploy.common.defaults import DEFAULT_ONNX, DEFAULT_PLUGIN, OUTPUT_DIR
+from esc_deploy.common.files import sha256_file
 from esc_deploy.export.precision import Precision as Precision  # the engine modules take it from here
 from esc_deploy.export.shape_profile import ShapeProfile
 from esc_deploy.export.tensor_names import INPUT_NAME, OUTPUT_NAME
 from esc_deploy.export.trt.env import RUNTIME_CHOICES, RuntimeChoice
-from esc_deploy.export.trt.files import sha256_file
 
 FieldKind = Literal["setting", "identity", "location", "choice"]
 AttentionChoice = Literal["auto", "plugin", "tensorrt"]

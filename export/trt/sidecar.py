@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from esc.config import ESCConfig
+from esc_deploy.common.files import atomic_write_json
 from esc_deploy.export import plugin_contract
 from esc_deploy.export.onnx_graph.metadata import config_from_dict
 from esc_deploy.export.shape_profile import ShapeProfile, parse_shape
 from esc_deploy.export.trt.attention_report import AttentionBlock
 from esc_deploy.export.trt.env import Flavour, GpuInfo
-from esc_deploy.export.trt.files import atomic_write_json
 from esc_deploy.export.trt.options import Precision, sidecar_path
 
 SIDECAR_FORMAT = 3  # 3: the attention path and each block's attention implementation
