@@ -82,8 +82,9 @@ LOOPBACK_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 @contextlib.contextmanager
 def local_ray(num_cpus: int | None = None) -> Iterator[None]:
     """A Ray instance on this machine alone: every server binds 127.0.0.1 and talks over loopback, no dashboard,
-    a fresh session folder; at the end its processes are stopped (by PID, only those it started) and the folder
-    removed. RuntimeError where ray was imported before in cluster mode (it would use the routable address)."""
+    a fresh session folder; at the end the processes that appeared under this one while it ran (Ray's GCS, raylet
+    and workers) are stopped by PID and the folder removed. RuntimeError where ray was imported before in cluster
+    mode (it would use the routable address)."""
     os.environ.update(LOOPBACK_ONLY_ENV)
     import psutil  # a dependency of Ray
     import ray

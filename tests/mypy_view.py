@@ -8,6 +8,7 @@ build/mypy/esc_deploy/export/... is export/.... Nothing here is imported at run 
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DEST = REPO / "build" / "mypy"
 
 
+@functools.cache
 def package_folders() -> dict[str, Path]:
-    """Every package of the distribution -> its folder in the checkout (the code-only ones)."""
+    """Every package of the distribution -> its folder in the checkout (the code-only ones); the import scan of
+    tests/validation/accuracy/test_extras.py resolves modules with it too."""
     settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     mapping: dict[str, str] = settings.get("package-dir", {})
     folders = {}

@@ -26,17 +26,20 @@ def local_ray():
     """One Ray instance for the module (serving/ray_job.py local_ray): after it, no process it started is left
     and no session folder."""
     before = set(Path("/tmp").glob("esc-ray-*"))
+    running = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. another module's Triton server
     with ray_job.local_ray(num_cpus=2):
-        started = psutil.Process().children(recursive=True)  # Ray's processes: GCS, raylet, workers
-        yield ray
+        started = [p for p in psutil.Process().children(recursive=True) if p.pid not in running]  # GCS, raylet, ...
+        yield running
     assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert set(Path("/tmp").glob("esc-ray-*")) == before
 
 
-def ray_sockets() -> list[tuple[str, str, str]]:
-    """(process, local address, remote address) of every inet socket of this process's children."""
+def ray_sockets(running_before: set[int]) -> list[tuple[str, str, str]]:
+    """(process, local address, remote address) of every inet socket of the processes Ray started."""
     found = []
     for process in psutil.Process().children(recursive=True):
+        if process.pid in running_before:
+            continue
         with contextlib.suppress(psutil.Error):
             for c in process.net_connections(kind="inet"):
                 found.append((process.name(), c.laddr.ip if c.laddr else "", c.raddr.ip if c.raddr else ""))
@@ -93,7 +96,7 @@ def test_photographs_equal_the_local_run(local_ray, photos: Path, local_images: 
     printed = capsys.readouterr().out
     assert "peak memory per actor: pid" in printed and " MiB" in printed
     # Every server Ray started listens, and every connection runs, on loopback (GCS, raylet, workers).
-    sockets = ray_sockets()
+    sockets = ray_sockets(local_ray)
     assert len(sockets) > 5
     loopback = ("127.0.0.1", "::ffff:127.0.0.1", "::1", "")
     assert [s for s in sockets if s[1] not in loopback or s[2] not in loopback] == []

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
+from tests.mypy_view import package_folders
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -26,10 +28,11 @@ else:  # pragma: no cover
 
 REPO = Path(__file__).resolve().parents[3]
 PROJECT = "esc-deploy"
-FIRST_PARTY = {"esc", "esc_deploy"}  # esc_deploy/ links the stage folders, so module paths resolve
+FIRST_PARTY = {"esc", "esc_deploy"}
 PARITY_EXTRAS = ("onnx",)
-# module -> the extra that installs it; only the engine backends import these, and they skip without one.
-ENGINE_MODULES = {"tensorrt": "tensorrt"}
+# module -> the extra that installs it; only runners that parity does not need without them import these: the
+# engine backends (they skip without one) and esc_deploy.runtime's Triton runner (open_runner's "triton").
+ENGINE_MODULES = {"tensorrt": "tensorrt", "tritonclient": "serve"}
 
 
 def _normalise(name: str) -> str:
@@ -37,10 +40,18 @@ def _normalise(name: str) -> str:
 
 
 def _module_file(module: str) -> Path | None:
-    base = REPO / module.replace(".", "/")
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
+    """The checkout's file of a first-party module, through pyproject's package list and folder mapping."""
+    parts = module.split(".")
+    folders = package_folders()
+    for depth in range(len(parts), 0, -1):  # the longest package prefix
+        folder = folders.get(".".join(parts[:depth]))
+        if folder is None:
+            continue
+        base = folder.joinpath(*parts[depth:])
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.is_file():
+                return path
+        return None
     return None
 
 
