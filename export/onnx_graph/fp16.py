@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -107,6 +107,24 @@ def to_mixed_fp16(model: onnx.ModelProto, plan: Fp16Plan | None = None) -> onnx.
     )
     onnx.helper.set_model_props(converted, {**{p.key: p.value for p in converted.metadata_props}, FP16_KEY: metadata})
     return converted
+
+
+def fp16_cost(path: Path) -> dict[str, Any] | None:
+    """What the fp16 file's plan cost, from its ``esc.fp16`` metadata (None for a float32 file): the units kept
+    float32 by range and by accuracy, the shares of nodes and weights still fp16, and the calibration error the
+    verification reached (None where it did not run)."""
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if FP16_KEY not in props:
+        return None
+    info = json.loads(props[FP16_KEY])
+    accuracy = info.get("accuracy") or {}
+    return {
+        "fp32_units_by_range": info["unsafe_scopes"],
+        "fp32_units_by_accuracy": accuracy.get("fp32_units_by_accuracy", []),
+        "fp16_node_share": info["fp16_node_share"],
+        "fp16_weight_share": info["fp16_weight_share"],
+        "calibration_error": accuracy.get("error"),
+    }
 
 
 def _unshare_weights(model: onnx.ModelProto, fp32_nodes: set[str], fp32_ops: set[str]) -> int:

@@ -195,6 +195,8 @@ def build_engine(
         logger.close()
     seconds = time.perf_counter() - start
     blocks = attention_blocks(onnx_path, logger.path)
+    from esc_deploy.export.onnx_graph.fp16 import fp16_cost
+
     sidecar = EngineSidecar(
         engine=engine.name,
         cache_key=key,
@@ -215,6 +217,7 @@ def build_engine(
         attention=choice.path,
         attention_blocks=blocks,
         fused_attention_blocks=sum(b.fused for b in blocks),
+        fp16=fp16_cost(onnx_path),
         built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         build_seconds=round(seconds, 2),
     )

@@ -24,7 +24,7 @@ from esc_deploy.export.trt.attention_report import AttentionBlock
 from esc_deploy.export.trt.env import Flavour, GpuInfo
 from esc_deploy.export.trt.options import Precision, sidecar_path
 
-SIDECAR_FORMAT = 3  # 3: the attention path and each block's attention implementation
+SIDECAR_FORMAT = 4  # 3: the attention path and each block's attention implementation; 4: the fp16 plan's cost
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,9 @@ class EngineSidecar:
     attention: str = "plugin"
     attention_blocks: tuple[AttentionBlock, ...] = ()
     fused_attention_blocks: int = 0  # plugin layers count as fused: == model.n_blocks when every block is
+    # The built fp16 file's plan (export/onnx_graph/fp16.py fp16_cost): units kept float32 by range and by
+    # accuracy, fp16 shares, calibration error; None for a float32 file.
+    fp16: dict[str, Any] | None = None
     format: int = SIDECAR_FORMAT
 
     def to_json(self) -> dict[str, Any]:
@@ -148,6 +151,7 @@ class EngineSidecar:
                     AttentionBlock(**_typed(b, dict)) for b in _typed(data["attention_blocks"], list)
                 ),
                 fused_attention_blocks=_typed(data["fused_attention_blocks"], int),
+                fp16=None if data["fp16"] is None else _typed(data["fp16"], dict),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: malformed sidecar ({type(exc).__name__}: {exc})") from None

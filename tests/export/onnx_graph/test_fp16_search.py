@@ -143,10 +143,15 @@ def test_tensorrt_rtx_builds_the_widened_set_in_float(
                "--output", str(engine)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
     assert result.returncode == 0, result.stderr
-    built = Path(EngineSidecar.read(engine).built_onnx.path)
+    sidecar = EngineSidecar.read(engine)
+    built = Path(sidecar.built_onnx.path)
     info = json.loads({p.key: p.value for p in onnx.load(str(built)).metadata_props}[FP16_KEY])
     units = info["accuracy"]["fp32_units_by_accuracy"]
     assert units and info["accuracy"]["passed"]
+    # The sidecar says what the fp16 plan cost: units by range and by accuracy, shares, error reached.
+    assert sidecar.fp16 is not None and sidecar.fp16["fp32_units_by_accuracy"] == units
+    assert sidecar.fp16["fp32_units_by_range"] == info["unsafe_scopes"]
+    assert 0 < sidecar.fp16["fp16_node_share"] < 1 and sidecar.fp16["calibration_error"] == info["accuracy"]["error"]
     widened = set(nodes_in(onnx.load(str(extreme_fp32_onnx)), units)) & set(info["fp32_node_names"])
     convolutions = [layer for layer in engine_layers(build_log_path(engine).read_text().splitlines())
                     if layer.kind == "correlation"]  # fmt: skip

@@ -89,6 +89,9 @@ def test_plugin_engine_and_its_sidecar(plugin_engine: Path, default_onnx: dict[s
     assert sidecar.model == default_model().config  # from the ONNX metadata, not from the user
     assert sidecar.plugin is not None and Path(sidecar.plugin.path) == trt11_plugin.resolve()
     assert sidecar.built_onnx.path.endswith(".fp16.onnx")
+    # The default model: verified, nothing kept float32 for accuracy, most nodes fp16.
+    assert sidecar.fp16 is not None and sidecar.fp16["fp32_units_by_accuracy"] == []
+    assert sidecar.fp16["fp16_node_share"] > 0.9 and sidecar.fp16["calibration_error"] is not None
     assert 0 < sidecar.build_seconds < 300
     print(f"plugin engine: {plugin_engine.stat().st_size / 2**20:.1f} MiB, built in {sidecar.build_seconds:.1f} s")
 
@@ -218,7 +221,7 @@ def test_sidecar_round_trip_and_strict_reading(plugin_engine: Path, tmp_path: Pa
     with pytest.raises(ValueError, match="is not readable JSON"):
         EngineSidecar.read(engine)
     for broken, message in (
-        ({**data, "format": 1}, "expected sidecar format 3, found 1"),
+        ({**data, "format": 1}, "expected sidecar format 4, found 1"),
         ({k: v for k, v in data.items() if k != "model"}, r"missing \['model'\]"),
         ({**data, "surprise": 1}, r"extra \['surprise'\]"),
         ({**data, "runtime": "tensorrt-lean"}, "malformed sidecar"),
