@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from esc_deploy.common.files import atomic_output
+from esc_deploy.common.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -55,10 +55,11 @@ def readable_suffixes() -> set[str]:
 
 
 def kept_mode(pil_mode: str, has_transparency: bool = False) -> str:
-    """The mode (of ``MODES``) a Pillow image of ``pil_mode`` is read into and written back as."""
-    if pil_mode in ("RGBA", "RGBa", "PA") or (pil_mode == "P" and has_transparency):
+    """The mode (of ``MODES``) a Pillow image of ``pil_mode`` is read into and written back as; a transparent
+    colour key (PNG tRNS on RGB, L or P) becomes alpha."""
+    if pil_mode in ("RGBA", "RGBa", "PA") or (pil_mode in ("P", "RGB") and has_transparency):
         return "RGBA"
-    if pil_mode in ("LA", "La"):
+    if pil_mode in ("LA", "La") or (pil_mode == "L" and has_transparency):
         return "LA"
     if pil_mode in ("L", "1"):
         return "L"
@@ -77,12 +78,28 @@ class ImageHeader:
     size: tuple[int, int]  # (height, width)
 
 
+def _would_lose(img: Any) -> str | None:
+    """Why upscaling this opened image would silently lose what the file holds, or None."""
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        return f"it holds {frames} frames (an animation or pages); only single images are upscaled"
+    if img.mode == "F":
+        return "its pixels are 32-bit floats, which are not kept"
+    rawmodes = [t.args if isinstance(t.args, str) else (t.args or ("",))[0] for t in (img.tile or [])]
+    if img.mode != "I;16" and any(isinstance(r, str) and ";16" in r for r in rawmodes):
+        return f"its {img.mode} pixels have 16 bits, which Pillow reads as 8: only 16-bit gray is kept"
+    return None
+
+
 def probe(path: Path) -> ImageHeader:
     """The header of an image file (Pillow opens lazily: no pixels decoded); ValueError, one line, if unreadable."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
+            lost = _would_lose(img)
+            if lost is not None:
+                raise ValueError(lost)
             mode = kept_mode(img.mode, img.has_transparency_data)
             return ImageHeader(path, str(img.format), mode, (img.height, img.width))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -135,6 +152,9 @@ def read_image(path: Path) -> Picture:
 
     try:
         with Image.open(path) as img:
+            lost = _would_lose(img)
+            if lost is not None:
+                raise ValueError(lost)
             mode = kept_mode(img.mode, img.has_transparency_data)
             icc = img.info.get("icc_profile")
             colour: np.ndarray
@@ -176,21 +196,33 @@ def to_pil(picture: Picture) -> Image.Image:
     return Image.fromarray(stacked[:, :, 0] if stacked.shape[2] == 1 else stacked)
 
 
-def write_image(path: Path, picture: Picture, *, quality: int = DEFAULT_QUALITY) -> None:
-    """Write ``picture`` in the format of ``path``'s suffix, atomically; ValueError where the format would
-    lose data (``cannot_hold``)."""
-    reason = cannot_hold(picture.mode, path.suffix)
+def encode_image(picture: Picture, suffix: str, *, quality: int = DEFAULT_QUALITY) -> bytes:
+    """``picture`` as the bytes of a file of ``suffix``'s format; ValueError where the format would lose data
+    (``cannot_hold``)."""
+    import io
+
+    reason = cannot_hold(picture.mode, suffix)
     if reason is not None:
-        raise ValueError(f"{path}: {reason}")
-    fmt = WRITE_FORMATS[path.suffix.lower()]
+        raise ValueError(reason)
+    fmt = WRITE_FORMATS[suffix.lower()]
     options: dict[str, object] = (
         {"quality": quality} if fmt == "JPEG" else {"lossless": True, "exact": True} if fmt == "WEBP" else {}
     )
     if picture.icc_profile is not None:
         options["icc_profile"] = picture.icc_profile
-    image = to_pil(picture)
-    with atomic_output(path) as tmp:
-        image.save(tmp, format=fmt, **options)
+    buffer = io.BytesIO()
+    to_pil(picture).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def write_image(path: Path, picture: Picture, *, quality: int = DEFAULT_QUALITY) -> None:
+    """Write ``picture`` in the format of ``path``'s suffix, atomically; ValueError where the format would
+    lose data (``cannot_hold``)."""
+    try:
+        data = encode_image(picture, path.suffix, quality=quality)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    atomic_write_bytes(path, data)
 
 
 def _one_line(exc: BaseException) -> str:

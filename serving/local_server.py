@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from esc_deploy.common.command import error
+from esc_deploy.common.command import error, interrupted
 from esc_deploy.common.defaults import OUTPUT_DIR
 
 PYTRITON_VERSION = "0.7.0"
@@ -118,6 +118,8 @@ class PortTaken(TritonServerError):
 def port_free(port: int) -> bool:
     """Whether nothing listens on 127.0.0.1:``port`` right now (a bind succeeds)."""
     with socket.socket() as sock:
+        # as tritonserver binds: a port whose last connections wait in TIME_WAIT is free to it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -247,6 +249,7 @@ class LocalTriton:
             raise TritonServerError("server already started")
         for label, port in zip(("HTTP", "gRPC"), self._ports, strict=True):
             if port is not None and not port_free(port):
+                self.stop()  # removes the work folder: __exit__ does not run when __enter__ raises
                 raise TritonServerError(f"{label} port 127.0.0.1:{port} is already in use (another server?)")
         for attempt in range(3):
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -393,7 +396,9 @@ def default_log(http_port: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from esc_deploy.common.command import ArgumentParser
 
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # No abbreviations: _detach finds --detach by its full name (a "--det" child would detach again, forever).
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            allow_abbrev=False)  # fmt: skip
     parser.add_argument("--repository", type=Path, required=True, help="model repository folder")
     parser.add_argument("--model", action="append", help="model to load (repeatable; default: Python-backend ones)")
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default 8000)")
@@ -402,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detach", action="store_true", help="once ready, print the supervisor's pid and return")
     parser.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)  # --detach's background half
     args = parser.parse_args(argv)
-    if args.detach:
+    if args.detach and not args.supervise:
         return _detach(argv if argv is not None else sys.argv[1:])
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` of this process stops the server too
     server: LocalTriton | None = None
@@ -437,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         if server is not None:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second kill must not cut the clean-up short
+            for stop_signal in (signal.SIGTERM, signal.SIGINT):  # a second kill or Ctrl-C must not cut it short
+                signal.signal(stop_signal, signal.SIG_IGN)
             server.stop()
 
 
@@ -454,7 +460,12 @@ def _detach(argv: list[str]) -> int:
         text=True,
     )
     assert child.stdout is not None and child.stderr is not None
-    ready = child.stdout.readline()
+    try:
+        ready = child.stdout.readline()
+    except KeyboardInterrupt:  # the child is in its own session: stop it (and its server) ourselves
+        child.terminate()
+        child.wait()
+        return interrupted()
     if not ready:  # it exited before the server was ready: its one error line
         child.wait()
         return error(child.stderr.read().strip().removeprefix("error: ") or f"exit status {child.returncode}")

@@ -161,8 +161,9 @@ def actor_pool(spec: RunnerSpec, options: RayOptions) -> tuple[RayReport, dict[s
     import ray.data
 
     actors, gpus, cpus = pool_size(options)
+    # Bounded retries: Ray Data's default (without end) would retry an input that kills its actor forever.
     pool = {"batch_size": 1, "compute": ray.data.ActorPoolStrategy(size=actors), "num_cpus": cpus,
-            "num_gpus": gpus or None}  # fmt: skip
+            "num_gpus": gpus or None, "max_restarts": 3, "max_task_retries": 3}  # fmt: skip
     shared = {"spec": spec.for_actor(gpus), "threads": actor_threads(options)}
     return RayReport(actors=actors, gpus_per_actor=gpus), pool, shared
 
@@ -201,16 +202,15 @@ class ImageActor(_Worker):
 
 def upscale_image_bytes(runner: Any, raw: bytes, suffix: str, plan: TilePlan, quality: int) -> bytes:
     """An encoded image file in, the encoded output file out: the local command's computation and encoder."""
-    from esc_deploy.runtime.images import read_image, write_image
+    from esc_deploy.runtime.images import encode_image, read_image
     from esc_deploy.runtime.tiles import upscale_array
 
     picture = read_image(io.BytesIO(raw))  # type: ignore[arg-type]  # Pillow opens file objects too
     facts = runner.facts
     planes = upscale_array(picture.planes(), runner, scale=facts.scale, plan=plan, min_hw=facts.min_hw)
-    with tempfile.TemporaryDirectory(prefix="esc-ray-") as folder:  # write_image's own encoder and options
-        path = Path(folder) / f"out{suffix}"
-        write_image(path, picture.with_planes(planes), quality=quality)
-        return path.read_bytes()
+    return encode_image(
+        picture.with_planes(planes), suffix, quality=quality
+    )  # in memory: a killed actor leaves nothing
 
 
 class VideoActor(_Worker):
@@ -289,7 +289,10 @@ def upscale_images(
     targets = {_key(src): dst for src, dst, _ in jobs}
     started = time.perf_counter()
     _ordered(ray.data.DataContext.get_current())
-    dataset = ray.data.read_binary_files([str(src) for src, _, _ in jobs], include_paths=True)
+    # One block per image: Ray Data's read would otherwise put small files into one block, which one actor
+    # processes as one task (the other actors idle, and an output arrives only when the whole block is done).
+    dataset = ray.data.read_binary_files([str(src) for src, _, _ in jobs], include_paths=True,
+                                         override_num_blocks=len(jobs))  # fmt: skip
     results = dataset.map_batches(
         ImageActor, fn_constructor_kwargs={**shared, "plans": plans, "quality": quality}, **pool
     )
@@ -372,8 +375,14 @@ def _scale_of(spec: RunnerSpec) -> int:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """The --ray branch of esc-deploy upscale."""
+    from esc_deploy.serving.upscale import check_numbers
     from esc_deploy.serving.upscale_media import RunnerSpec, video_options, video_target
     from esc_deploy.serving.video import is_video
+
+    check_numbers(args)  # the local command's limits
+    if is_video(args.input) and args.skip_existing and video_target(args.input, args.output).exists():
+        print(f"{video_target(args.input, args.output)} exists: skipped")
+        return 0
 
     options = RayOptions(address=args.ray or None, actors=args.actors,
                          frames_per_task=args.frames_per_task or DEFAULT_FRAMES_PER_TASK,

@@ -57,10 +57,10 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def _check_numbers(args: argparse.Namespace) -> None:
+def check_numbers(args: argparse.Namespace) -> None:
     if args.tile is not None and args.tile < 1:
         raise ValueError(f"--tile must be positive, found {args.tile}")
-    if args.overlap < 0 or args.batch < 1:
+    if args.overlap < 0 or (args.batch is not None and args.batch < 1):  # None: the media command's default
         raise ValueError(f"--overlap must be >= 0 and --batch positive, found {args.overlap} and {args.batch}")
     if not 1 <= args.quality <= 100:
         raise ValueError(f"--quality must be in 1..100, found {args.quality}")
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from esc_deploy.serving.upscale_jobs import plan_jobs
 
     try:
-        _check_numbers(args)
+        check_numbers(args)
         work = plan_jobs(args.input, args.output, suffix=args.suffix, skip_existing=args.skip_existing)
         for line in work.unreadable:
             error(line)
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         for job in work.jobs:
             try:  # one image at a time: its arrays are freed when upscale_one returns
                 line = upscale_one(job, runner, plans[job.target], quality=args.quality, progress=advance)
-            except (ValueError, OSError, RuntimeError) as exc:  # this image only: the others still run
+            except (ValueError, OSError, RuntimeError, MemoryError) as exc:  # this image only: the others still run
                 where = "" if str(job.source.path) in str(exc) else f"{job.source.path}: "
                 error(f"upscale: {where}{exc}")
                 failed += 1

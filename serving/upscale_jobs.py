@@ -75,9 +75,13 @@ def plan_jobs(source: Path, target: Path, *, suffix: str | None = None, skip_exi
     for src, dst in mapped:
         if _key(dst) in inputs or (dst.exists() and any(_same(dst, s) for s in inputs.values())):
             raise ValueError(f"the output of {src} would be {dst}, an input: choose another output")
-        if _key(dst) in seen:
-            raise ValueError(f"{seen[_key(dst)]} and {src} would both be written to {dst}: rename one or use --suffix")
-        seen[_key(dst)] = src
+        # casefolded: on a case-insensitive disk (macOS, exFAT, CIFS) a.png and A.png are one file
+        if _key(dst).casefold() in seen:
+            raise ValueError(
+                f"{seen[_key(dst).casefold()]} and {src} would both be written to {dst} (names that differ only in "
+                "case are one file on some disks): rename one or use --suffix"
+            )
+        seen[_key(dst).casefold()] = src
         if dst.is_dir():
             raise ValueError(f"the output of {src} would be {dst}, which is a folder")
         reason = cannot_hold("RGB", dst.suffix)

@@ -92,8 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         return video_from_args(args)
     except KeyboardInterrupt:  # the output being written is a temporary file, removed on the way out
         return interrupted()
-    except (ValueError, OSError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError, MemoryError) as exc:
         return error(f"upscale: {exc}")
+    except Exception as exc:
+        ray = sys.modules.get("ray")
+        if ray is None or not isinstance(exc, ray.exceptions.RayError):
+            raise
+        root: BaseException = exc  # Ray wraps what failed in an actor: the cause is the line to print
+        while root.__cause__ is not None:
+            root = root.__cause__
+        return error(f"upscale: {' '.join(str(root).split()) or type(root).__name__}")
 
 
 def video_options(args: argparse.Namespace):  # -> VideoOptions
@@ -109,10 +117,15 @@ def video_target(source: Path, target: Path) -> Path:
 
 
 def video_from_args(args: argparse.Namespace) -> int:
+    from esc_deploy.serving.upscale import check_numbers
     from esc_deploy.serving.video import check_target, count_frames, runner_frames, upscale_video
 
+    check_numbers(args)
     options = video_options(args)
     target = video_target(args.input, args.output)
+    if args.skip_existing and target.exists():
+        print(f"{target} exists: skipped")
+        return 0
     check_target(args.input, target, options.codec)  # before the model loads
     with RunnerSpec.from_args(args).open() as runner:
         print(f"{args.input} -> {target}: {count_frames(args.input)} frames, {options.codec}", flush=True)

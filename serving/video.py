@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -104,7 +105,7 @@ def check_target(source: Path, target: Path, codec: CodecName) -> str:
     """The container format for ``target``; ValueError (one line) for an output that would lose or clobber."""
     if not source.is_file():
         raise ValueError(f"{source}: no such video")
-    if target.exists() and target.resolve() == source.resolve():
+    if target.exists() and os.path.samefile(target, source):  # any other path to the same file too
         raise ValueError(f"{target} is the input; choose another output")
     if target.is_dir():
         raise ValueError(f"{target} is a folder; a video input needs an output file")
@@ -132,7 +133,23 @@ def open_input(source: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise ValueError(f"{source} has no video stream")
+    lost = _would_lose(container.streams.video[0].codec_context.format)
+    if lost is not None:
+        container.close()
+        raise ValueError(f"{source}: {lost}")
     return container
+
+
+def _would_lose(pixel_format: Any) -> str | None:
+    """Frames are upscaled as 8-bit RGB: why that would lose what the stream holds, or None."""
+    if pixel_format is None:
+        return None
+    components = list(pixel_format.components)
+    if any(c.is_alpha for c in components):
+        return f"its frames ({pixel_format.name}) have alpha, which the video path does not keep"
+    if any(c.bits > 8 for c in components):
+        return f"its frames ({pixel_format.name}) have more than 8 bits, which the video path does not keep"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ frames
@@ -193,39 +210,44 @@ def upscale_video(
     fmt = check_target(source, target, options.codec)
     codec = CODECS[options.codec].with_crf(options.crf)
     started = time.perf_counter()
-    with open_input(source) as container, atomic_output(target) as tmp:
-        video_in: Any = container.streams.video[0]
-        audio_in = list(container.streams.audio)
-        with av.open(str(tmp), "w", format=fmt) as output:
-            video_out: Any = output.add_stream(codec.encoder, rate=video_in.average_rate, options=dict(codec.options))
-            video_out.width = video_in.codec_context.width * scale
-            video_out.height = video_in.codec_context.height * scale
-            video_out.pix_fmt = codec.pixel_format
-            video_out.time_base = video_in.time_base
-            video_out.codec_context.time_base = video_in.time_base
-            audio_out = {stream.index: output.add_stream_from_template(stream) for stream in audio_in}
-            total = video_in.frames or None
-            bar = tqdm(total=total, unit="frame", disable=True if not options.progress else None, leave=False)
-            frames = 0
-            with bar:
-                pending: list[Any] = []  # decoded frames waiting for a full batch
-                for packet in container.demux(video_in, *audio_in):
-                    if packet.stream.type == "audio":
-                        if packet.dts is not None:  # the demuxer's flush packet carries nothing
-                            packet.stream = audio_out[packet.stream.index]
-                            output.mux(packet)
-                        continue
-                    pending.extend(packet.decode())
-                    while len(pending) >= options.batch:
-                        frames += _encode(upscale, pending[: options.batch], video_out, output)
-                        del pending[: options.batch]
-                        bar.update(options.batch)
-                if pending:
-                    frames += _encode(upscale, pending, video_out, output)
-                    bar.update(len(pending))
-            output.mux(video_out.encode(None))  # flush the encoder
-            if frames == 0:
-                raise ValueError(f"{source}: no video frames decoded")
+    try:
+        with open_input(source) as container, atomic_output(target) as tmp:
+            video_in: Any = container.streams.video[0]
+            audio_in = list(container.streams.audio)
+            with av.open(str(tmp), "w", format=fmt) as output:
+                video_out: Any = output.add_stream(
+                    codec.encoder, rate=video_in.average_rate, options=dict(codec.options)
+                )
+                video_out.width = video_in.codec_context.width * scale
+                video_out.height = video_in.codec_context.height * scale
+                video_out.pix_fmt = codec.pixel_format
+                video_out.time_base = video_in.time_base
+                video_out.codec_context.time_base = video_in.time_base
+                audio_out = {stream.index: output.add_stream_from_template(stream) for stream in audio_in}
+                total = video_in.frames or None
+                bar = tqdm(total=total, unit="frame", disable=True if not options.progress else None, leave=False)
+                frames = 0
+                with bar:
+                    pending: list[Any] = []  # decoded frames waiting for a full batch
+                    for packet in container.demux(video_in, *audio_in):
+                        if packet.stream.type == "audio":
+                            if packet.dts is not None:  # the demuxer's flush packet carries nothing
+                                packet.stream = audio_out[packet.stream.index]
+                                output.mux(packet)
+                            continue
+                        pending.extend(packet.decode())
+                        while len(pending) >= options.batch:
+                            frames += _encode(upscale, pending[: options.batch], video_out, output)
+                            del pending[: options.batch]
+                            bar.update(options.batch)
+                    if pending:
+                        frames += _encode(upscale, pending, video_out, output)
+                        bar.update(len(pending))
+                output.mux(video_out.encode(None))  # flush the encoder
+                if frames == 0:
+                    raise ValueError(f"{source}: no video frames decoded")
+    except (av.FFmpegError, EOFError) as exc:  # PyAV's errors are not all OSError or ValueError
+        raise ValueError(f"{source}: {' '.join(str(exc).split())}") from None
     seconds = time.perf_counter() - started
     size = (video_out.height, video_out.width)
     return VideoReport(source, target, frames, size, video_in.average_rate, len(audio_in), seconds)

@@ -157,6 +157,8 @@ class TritonPythonModel:
                 model_name=self.tensor_model,
                 inputs=[to_triton(self.tensor_input, part)],
                 requested_output_names=[self.tensor_output],
+                # on the host: a TensorRT model answers in GPU memory, which np.from_dlpack cannot read
+                preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
             )
             response = request.exec()
             if response.has_error():

@@ -37,6 +37,7 @@ import re
 import shlex
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -345,10 +346,21 @@ _KIND = {"plan": "KIND_GPU", "onnx": "KIND_CPU", "python": "KIND_AUTO"}
 PLAN_FILE = "model.plan"
 
 
+def _schema() -> Any:
+    """tritonclient's ``model_config_pb2`` (the serve extra); ValueError (one line) without it."""
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as exc:
+        raise ValueError(
+            f"writing a Triton repository needs tritonclient[grpc] ({exc}): pip install esc-deploy[serve]"
+        ) from None
+    return model_config_pb2
+
+
 def model_config(spec: RepoSpec, variant: Variant) -> Any:
     """Triton's ``ModelConfig`` (tritonclient's protobuf) of one tensor variant: built as the schema says,
     written by :func:`config_text`, so that a field Triton does not know cannot be written."""
-    from tritonclient.grpc import model_config_pb2 as pb
+    pb = _schema()
 
     max_batch, dims = spec.batch_layout(variant)
     field, value = _BACKEND[variant]
@@ -376,7 +388,7 @@ def model_config(spec: RepoSpec, variant: Variant) -> Any:
 def image_config(spec: RepoSpec, io: ImageIO) -> Any:
     """The image model's ``ModelConfig``: UINT8 pixels [H, W, C] (or a file's bytes [N]) in and out,
     with the tensor model's name, I/O and limits, and the tile plan's settings, in ``parameters``."""
-    from tritonclient.grpc import model_config_pb2 as pb
+    pb = _schema()
 
     target = spec.tensor_target
     dims = [-1, -1, -1] if io == "pixels" else [-1]
@@ -413,13 +425,18 @@ def launch_command(repo: Path, plugin: Path | None) -> list[str]:
     return cmd
 
 
-def docker_command(repo: Path, plugin: Path | None, image: str) -> list[str]:
-    """The same server in NVIDIA's container: repository at /models, plugin folder at /plugins."""
-    cmd = ["docker", "run", "--rm", "--gpus", "all", "-p", "8000:8000", "-p", "8001:8001", "-p", "8002:8002"]
+def docker_command(repo: Path, plugin: Path | None, image: str, tensor_models: Sequence[str]) -> list[str]:
+    """The same server in NVIDIA's container: repository at /models, plugin folder at /plugins. It loads the
+    tensor models only: the image models import esc-deploy and Pillow, which NVIDIA's image does not have
+    (Triton stops when a model fails to load); an image with esc-deploy installed serves them too."""
+    # --shm-size: the Python backend passes tensors through /dev/shm, and Docker's default is 64 MB.
+    cmd = ["docker", "run", "--rm", "--gpus", "all", "--shm-size=2g", "-p", "8000:8000", "-p", "8001:8001",
+           "-p", "8002:8002"]  # fmt: skip
     cmd += ["-v", f"{repo.resolve()}:{CONTAINER_REPO}:ro"]
     if plugin is not None:
         cmd += ["-v", f"{plugin.resolve().parent}:{CONTAINER_PLUGINS}:ro"]
-    cmd += [image, "tritonserver", f"--model-repository={CONTAINER_REPO}"]
+    cmd += [image, "tritonserver", f"--model-repository={CONTAINER_REPO}", "--model-control-mode=explicit"]
+    cmd += [f"--load-model={name}" for name in tensor_models]
     if plugin is not None:
         cmd.append(f"--backend-config=tensorrt,plugins={CONTAINER_PLUGINS}/{plugin.name}")
     return cmd
@@ -454,7 +471,7 @@ def make_repository(spec: RepoSpec, output: Path, *, overwrite: bool = False) ->
         raise ValueError(f"{output} already exists (overwriting replaces it)")
     output.parent.mkdir(parents=True, exist_ok=True)
     launch = launch_command(output, spec.plugin)
-    docker = docker_command(output, spec.plugin, spec.triton_image)
+    docker = docker_command(output, spec.plugin, spec.triton_image, [spec.model_name(v) for v in spec.selected])
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         for variant in spec.selected:

@@ -128,3 +128,39 @@ def test_an_unreadable_image_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^cannot read image .*bad.png: ") as info:
         probe(tmp_path / "bad.png")
     assert "\n" not in str(info.value)
+
+
+def _png16(path: Path, pixels: np.ndarray, color_type: int) -> Path:
+    """A real 16-bit PNG written chunk by chunk (Pillow cannot write 16-bit colour); 0: gray, 2: RGB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    h, w = pixels.shape[:2]
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_images_that_would_lose_data_are_refused_and_a_colour_key_is_alpha(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rgb16 = _png16(tmp_path / "rgb16.png", (rng.random((6, 5, 3)) * 65535).astype(np.uint16), 2)
+    gray16 = _png16(tmp_path / "gray16.png", (rng.random((6, 5)) * 65535).astype(np.uint16), 0)
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    for path, why in ((rgb16, "16 bits, which Pillow reads as 8"), (tmp_path / "anim.gif", "2 frames")):
+        for read in (probe, read_image):
+            with pytest.raises(ValueError, match=why):
+                read(path)
+    assert probe(gray16).mode == read_image(gray16).mode == "I;16"
+    keyed = np.zeros((4, 4, 3), np.uint8)
+    keyed[0, 0] = (1, 2, 3)
+    Image.fromarray(keyed).save(tmp_path / "key.png", transparency=(1, 2, 3))
+    picture = read_image(tmp_path / "key.png")
+    assert picture.mode == "RGBA" and picture.alpha is not None
+    assert picture.alpha[0, 0, 0, 0] == 0 and picture.alpha[0, 0, 1, 1] == 1  # the key colour is transparent

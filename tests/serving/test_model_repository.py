@@ -224,6 +224,9 @@ def test_launch_commands(tmp_path: Path, engine: Path, plugin: Path) -> None:
     ]
     assert "--backend-config=tensorrt,plugins=/plugins/libesc_trt_plugin.so" in result.docker
     assert f"{plugin.resolve().parent}:/plugins:ro" in result.docker
+    # NVIDIA's container has no esc-deploy for the image models: it loads the tensor model alone
+    assert "--model-control-mode=explicit" in result.docker and "--shm-size=2g" in result.docker
+    assert [a for a in result.docker if a.startswith("--load-model=")] == ["--load-model=esc-light_x4"]
     script = (result.repo / "launch_triton.sh").read_text()
     runtime = EngineSidecar.read(engine).runtime_version
     assert script.startswith("#!/bin/sh\n") and f"tensorrt-rtx {runtime} for compute capabilities 8.9" in script

@@ -115,11 +115,38 @@ def test_h264_keeps_timing_and_audio(clip: Path, runner, image_path_frames: list
         assert error <= np.abs(coded.astype(float) - reference).mean() + 0.5
 
 
+def _ffv1_clip(path: Path, pixel_format: str) -> Path:
+    """Two FFV1 frames in ``pixel_format`` (10-bit, or with alpha): what the 8-bit RGB video path cannot keep."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("ffv1", rate=RATE)
+        video.height, video.width = SIZE
+        video.pix_fmt = pixel_format
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(np.full((*SIZE, 3), 60 * i, np.uint8), format="rgb24")
+            frame = frame.reformat(format=pixel_format)
+            frame.pts, frame.time_base = i, Fraction(1, RATE)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+    return path
+
+
 def test_refusals_leave_nothing(clip: Path, runner, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot hold ffv1"):
         _run(clip, tmp_path / "x.webm", runner, VideoOptions(codec="ffv1"))
     with pytest.raises(ValueError, match="is the input"):
         _run(clip, clip, runner)
+    alias = tmp_path / "alias.mp4"  # another path to the input itself
+    alias.hardlink_to(clip)
+    with pytest.raises(ValueError, match="is the input"):
+        _run(clip, alias, runner)
+    alias.unlink()
+    for pixel_format, lost in (("yuv420p10le", "more than 8 bits"), ("yuva420p", "alpha")):
+        deep = _ffv1_clip(tmp_path / f"{pixel_format}.mkv", pixel_format)
+        with pytest.raises(ValueError, match=lost):
+            _run(deep, tmp_path / "z.mkv", runner, VideoOptions(codec="ffv1"))
+        deep.unlink()
     not_video = tmp_path / "noise.mp4"
     not_video.write_bytes(b"not a video at all")
     with pytest.raises(ValueError, match="cannot read video"):

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from esc_deploy.common.command import error
+from esc_deploy.common.command import error, interrupted
 from esc_deploy.common.defaults import DEFAULT_ONNX, DOCS_DIR
 from esc_deploy.validation.bench.serving_load import ensure_onnx, write_report
 
@@ -156,9 +156,10 @@ def run_case(
     counts = [0, 0]
     barrier = threading.Barrier(clients)
     deadline: list[float] = []
+    connections = [make_client() for _ in range(clients)]  # here: a failure must not leave the others waiting
 
     def client(index: int) -> None:
-        connection = make_client()
+        connection = connections[index]
         barrier.wait()
         with lock:
             if not deadline:
@@ -356,6 +357,8 @@ def parse_args(argv: list[str] | None = None) -> ImageBenchOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tritonclient.utils import InferenceServerException
+
     from esc_deploy.serving.local_server import TritonServerError
 
     try:
@@ -363,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         report = run_image_benchmark(options)
     except (ValueError, OSError, TritonServerError) as exc:
         return error(str(exc))
+    except KeyboardInterrupt:
+        return interrupted()
+    except InferenceServerException as exc:  # the server went away mid-run (its statistics, say)
+        return error(f"the server failed: {exc}")
     section = report_markdown(report)
     print(section)
     if options.report is not None:
