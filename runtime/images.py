@@ -91,16 +91,21 @@ def _would_lose(img: Any) -> str | None:
     return None
 
 
+def _mode_kept_of(img: Any) -> str:
+    """The mode an opened image is read and written as; ValueError where reading it would lose data."""
+    lost = _would_lose(img)
+    if lost is not None:
+        raise ValueError(lost)
+    return kept_mode(img.mode, img.has_transparency_data)
+
+
 def probe(path: Path) -> ImageHeader:
     """The header of an image file (Pillow opens lazily: no pixels decoded); ValueError, one line, if unreadable."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            lost = _would_lose(img)
-            if lost is not None:
-                raise ValueError(lost)
-            mode = kept_mode(img.mode, img.has_transparency_data)
+            mode = _mode_kept_of(img)
             return ImageHeader(path, str(img.format), mode, (img.height, img.width))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {_one_line(exc)}") from None
@@ -152,10 +157,7 @@ def read_image(path: Path) -> Picture:
 
     try:
         with Image.open(path) as img:
-            lost = _would_lose(img)
-            if lost is not None:
-                raise ValueError(lost)
-            mode = kept_mode(img.mode, img.has_transparency_data)
+            mode = _mode_kept_of(img)
             icc = img.info.get("icc_profile")
             colour: np.ndarray
             alpha: np.ndarray | None
