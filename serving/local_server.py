@@ -379,6 +379,9 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 10  # killed processes still hold their regions until they are gone
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return True
 
 

@@ -127,7 +127,7 @@ def test_killed_actors_are_replaced_and_nothing_is_lost(local_ray, photos: Path,
     report = upscale_images(jobs, spec, RayOptions(actors=2), quality=quality, on_output=kill_every_actor)
     assert len(report.outputs) == len(set(report.outputs)) == len(jobs) == 24  # each image once
     _same_outputs(tmp_path / "ray", local)
-    assert seen[0] in killed and 1 <= len(killed) <= 2  # the second actor may still have been starting
+    assert seen[0] in killed  # how many more: Ray's pool may have been starting or restarting others
     assert set(seen) - set(killed), "no replacement actor wrote an output"
     assert all(mib > 0 for mib in report.actor_peak_mib.values())
 
