@@ -10,9 +10,9 @@ call carries the same frames as in a local run); ``VideoActor`` decodes its chun
 it; the driver decodes the timing and audio itself and encodes the chunks in order (serving/video.py).
 
 Results are the local run's, bit for bit in 8 bits: each image and each batch of frames goes through the
-same runner and tile plan as locally. An actor that dies is restarted and its tasks retried (Ray Data's
-actor pools default to unlimited restarts and task retries); each actor reports its peak memory (resident
-set), collected in ``RayReport``.
+same runner and tile plan as locally. An actor that dies is restarted and its tasks retried, up to 3
+times each (a model that crashes every actor ends the run instead of looping); each actor reports its peak
+memory (resident set), collected in ``RayReport``.
 Without an address a local Ray instance is started (``local_ray``: loopback only, no dashboard, its own session
 folder) and stopped at the end.
 """

@@ -52,14 +52,17 @@ _FP16_CONTEXTS: dict[tuple[str, str], Fp16Context] = {}
 
 
 def fp16_context(model: ESCBase, calibration: str) -> Fp16Context:
-    """The fp16 rule's calibration of ``model``, made once per model and choice (as in a parity run)."""
+    """The fp16 rule's calibration of ``model``, made once per model and choice, as in a parity run: the
+    plugin graph's verified plan decides the modules every fp16 case keeps in float32 (eager and native too)."""
     from esc_deploy.export.onnx_graph.calibration_set import calibration_for
     from esc_deploy.validation.accuracy.fp16 import Fp16Context
-    from esc_deploy.validation.backends import model_fingerprint
+    from esc_deploy.validation.backends import export_graphs, model_fingerprint
 
     key = (model_fingerprint(model), calibration)
     if key not in _FP16_CONTEXTS:
-        _FP16_CONTEXTS[key] = Fp16Context(model, calibration_for(calibration, model.config), calibration)
+        calibration_set = calibration_for(calibration, model.config)
+        graphs = {} if calibration_set is None else export_graphs(model, ["plugin"])
+        _FP16_CONTEXTS[key] = Fp16Context(model, calibration_set, calibration, graphs)
     return _FP16_CONTEXTS[key]
 
 

@@ -40,7 +40,7 @@ def photographs(folder: Path, count: int, side: int) -> list[Path]:
 
 
 def clip(path: Path, frames: int, side: int, rate: int = 24) -> Path:
-    """H.264 frames of a window panning over a photograph, with a silent AAC track."""
+    """H.264 frames of a window panning over a photograph (no audio: the benchmark times the frames)."""
     from fractions import Fraction
 
     import av
