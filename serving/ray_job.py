@@ -86,7 +86,7 @@ def local_ray(num_cpus: int | None = None) -> Iterator[None]:
     and workers) are stopped by PID and the folder removed. RuntimeError where ray was imported before in cluster
     mode (it would use the routable address)."""
     os.environ.update(LOOPBACK_ONLY_ENV)
-    import psutil  # a dependency of Ray
+    import psutil  # the ray extra's (Ray itself only puts its vendored copy on the path once imported)
     import ray
     from ray._private import ray_constants
 

@@ -143,3 +143,12 @@ def describe_machine(info: dict[str, Any]) -> str:
         f"CPU {info['cpu']} ({info['cpu_count']} cores); {gpu}; torch {info['torch']}, "
         f"onnxruntime {info['onnxruntime']}, {info['tensorrt'] or 'TensorRT -'}"
     )
+
+
+def load_note() -> str:
+    """The load average at the end of a benchmark, and what it says: a benchmark keeps about one core busy,
+    so a load above the core count means other work shared the machine (its figures are indicative)."""
+    loads = os.getloadavg()
+    shared = loads[0] > (os.cpu_count() or 1)
+    said = "the machine was shared with other work while it ran" if shared else "no other heavy work ran"
+    return f"load average at the end {', '.join(f'{v:.1f}' for v in loads)}: {said}"

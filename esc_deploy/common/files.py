@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
+_HASHES: dict[tuple[int, ...], str] = {}  # sha256_file's, by file version
 
 
 @contextlib.contextmanager
@@ -47,9 +48,26 @@ def atomic_write_json(path: str | os.PathLike[str], content: dict[str, Any]) -> 
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes, read in chunks (ONNX files with weights can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of a file's bytes, read in chunks (ONNX files with weights can be large); once per process
+    for each version of the file (device, inode, size, modification time: replaced or rewritten, it is read
+    again), since a build names its engine, checks its caches and writes its sidecar from the same hashes."""
+    version = file_version(path)
+    if version not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        _HASHES[version] = digest.hexdigest()
+    return _HASHES[version]
+
+
+def file_version(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """What tells one version of a file from the next: device, inode (a replacement is a new file), size
+    and modification time."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def note_sha256(version: tuple[int, ...], data: bytes) -> None:
+    """Record the hash of a file version whose bytes a reader has already read (sha256_file then reads nothing)."""
+    _HASHES.setdefault(version, hashlib.sha256(data).hexdigest())

@@ -21,6 +21,7 @@ from esc.fp16 import FP16_MAX
 from esc_deploy.common.files import atomic_output
 from esc_deploy.export import plugin_contract as contract
 from esc_deploy.export.onnx_graph.calibration import FP16_KEY, Fp16Plan, measure_value_ranges, plan_fp16
+from esc_deploy.export.onnx_graph.graph_file import owned_copy, read_graph
 
 if TYPE_CHECKING:
     from esc_deploy.export.onnx_graph.calibration_set import CalibrationSet
@@ -113,7 +114,7 @@ def fp16_cost(path: Path) -> dict[str, Any] | None:
     """What the fp16 file's plan cost, from its ``esc.fp16`` metadata (None for a float32 file): the units kept
     float32 by range and by accuracy, the shares of nodes and weights still fp16, and the calibration error the
     verification reached (None where it did not run)."""
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    props = {p.key: p.value for p in read_graph(path).metadata_props}
     if FP16_KEY not in props:
         return None
     info = json.loads(props[FP16_KEY])
@@ -257,7 +258,7 @@ def convert_to_mixed_fp16(
     source = {"sha256": sha256_file(src), "calibration": described, "verified": calibration is not None}
     if _converted_from(dst) == source:
         return Path(dst), True
-    model = onnx.load(str(src))
+    model = owned_copy(src)
     if is_mixed_fp16(model):
         converted = model
     else:
@@ -278,7 +279,7 @@ def convert_to_mixed_fp16(
 def _converted_from(path: Path) -> dict | None:
     """The source record of an earlier conversion at ``path``; None where there is none (or no readable file)."""
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = read_graph(path)
     except Exception:
         return None
     props = {p.key: p.value for p in model.metadata_props}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from esc.config import ESCConfig
+from esc_deploy.export.onnx_graph.graph_file import read_graph
 
 CONFIG_KEY = "esc.config"
 ATTENTION_KEY = "esc.attention"
@@ -37,10 +38,8 @@ def config_from_dict(data: Any, source: str) -> ESCConfig:
 
 def read_model_config(onnx_path: Path) -> ESCConfig:
     """The `esc.config` metadata of an exported ONNX file; ValueError (one line) if it has none."""
-    import onnx
-
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
+        model = read_graph(onnx_path)
     except Exception as exc:  # onnx raises DecodeError, OSError, ValueError... for a file that is not ONNX
         raise ValueError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__}: {exc})") from None
     props = {p.key: p.value for p in model.metadata_props}

@@ -17,6 +17,7 @@ import onnx
 from esc_deploy.common.files import atomic_output
 from esc_deploy.export import plugin_contract as contract
 from esc_deploy.export.onnx_graph.calibration import SCOPES_KEY
+from esc_deploy.export.onnx_graph.graph_file import owned_copy, read_graph
 
 SOURCE_KEY = "esc.standard_attention.source"  # the plugin file's sha256
 
@@ -71,12 +72,12 @@ def write_standard_attention(src: Path, dst: Path) -> Path:
     sha = sha256_file(src)
     if dst.is_file():
         try:
-            props = {p.key: p.value for p in onnx.load(str(dst), load_external_data=False).metadata_props}
+            props = {p.key: p.value for p in read_graph(dst).metadata_props}
         except Exception:
             props = {}
         if props.get(SOURCE_KEY) == sha:
             return dst
-    model = with_standard_attention(onnx.load(str(src)))
+    model = with_standard_attention(owned_copy(src))
     props = {p.key: p.value for p in model.metadata_props}
     onnx.helper.set_model_props(model, {**props, SOURCE_KEY: sha})
     with atomic_output(dst) as tmp:

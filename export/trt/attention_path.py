@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from esc_deploy.export.onnx_graph.graph_file import read_graph
 from esc_deploy.export.trt.env import MissingDependencyError
 from esc_deploy.export.trt.options import EngineOptions
 from esc_deploy.export.trt.plugin import esc_node_names, require_plugin_file
@@ -68,7 +69,7 @@ def float32_attention_nodes(onnx_path: Path) -> list[str]:
     decompose them (the parser maps the op to IAttention), so their build would fail deep in the builder."""
     import onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = read_graph(onnx_path)
     nodes = [n for n in model.graph.node if n.op_type == "Attention" and n.domain in ("", "ai.onnx")]
     if not nodes:
         return []

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from esc_deploy.export import plugin_contract as contract
+from esc_deploy.export.onnx_graph.graph_file import read_graph
 from esc_deploy.export.trt.layer_log import EngineLayer
 
 Implementation = Literal["plugin", "fused", "unfused", "not found"]
@@ -44,11 +45,9 @@ class AttentionBlock:
 
 def attention_anchors(onnx_path: Path) -> list[tuple[str, str]]:
     """[(block, anchor node name)] in graph order; block from the node's module path, else 'attention k'."""
-    import onnx
-
     from esc_deploy.export.onnx_graph.calibration import node_scopes
 
-    nodes = list(onnx.load(str(onnx_path), load_external_data=False).graph.node)
+    nodes = list(read_graph(onnx_path).graph.node)
     for kinds in ({(contract.DOMAIN, contract.OP_TYPE)}, {("", "Attention"), ("ai.onnx", "Attention")}):
         anchors = [n for n in nodes if (n.domain, n.op_type) in kinds]
         if anchors:

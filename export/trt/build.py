@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from esc.config import ESCConfig
 from esc_deploy.common.files import atomic_write_bytes, sha256_file
+from esc_deploy.export.onnx_graph.graph_file import read_graph
 from esc_deploy.export.onnx_graph.metadata import read_model_config
 from esc_deploy.export.trt.attention_path import AttentionChoice, check_attention_types, choose_attention
 from esc_deploy.export.trt.attention_report import AttentionBlock, attention_blocks, unfused_warning
@@ -99,11 +100,13 @@ def check_inputs(options: EngineOptions) -> ESCConfig:
 
 
 def check_onnx_file(path: Path) -> None:
-    """onnx.checker on the file (by path: no 2 GiB limit); ValueError, one line, for an invalid graph."""
+    """onnx.checker on the graph already read (by path from 2 GiB: the proto's limit); ValueError, one line,
+    for an invalid graph."""
     import onnx
 
+    graph = read_graph(path)
     try:
-        onnx.checker.check_model(str(path))
+        onnx.checker.check_model(graph if graph.ByteSize() < onnx.checker.MAXIMUM_PROTOBUF else str(path))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path} is not a valid ONNX model: {first}") from None

@@ -13,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from esc_deploy.export.onnx_graph.graph_file import owned_copy, read_graph
 from esc_deploy.export.trt.env import TrtRuntime
 from esc_deploy.export.trt.options import EngineOptions, Precision, fp16_onnx_path
 
@@ -31,11 +32,9 @@ def network_typing(runtime: TrtRuntime) -> NetworkTyping:
 
 def is_fp16_mixed(path: Path) -> bool:
     """True when the ONNX file already holds fp16 weights (esc_deploy.export.onnx_graph.fp16.is_mixed_fp16)."""
-    import onnx
-
     from esc_deploy.export.onnx_graph.fp16 import is_mixed_fp16
 
-    return is_mixed_fp16(onnx.load(str(path), load_external_data=False))
+    return is_mixed_fp16(read_graph(path))
 
 
 def calibration(options: EngineOptions) -> CalibrationSet | None:
@@ -49,14 +48,13 @@ def calibration(options: EngineOptions) -> CalibrationSet | None:
 
 def calibrated_fp32_nodes(options: EngineOptions) -> set[str]:
     """ONNX nodes the rule keeps in float32 (10.x weak typing pins their layers); empty with 'off'."""
-    import onnx
 
     from esc_deploy.export.onnx_graph.fp16 import calibrate
 
     chosen = calibration(options)
     if chosen is None:
         return set()
-    return set(calibrate(onnx.load(str(options.onnx)), chosen).fp32_nodes)
+    return set(calibrate(owned_copy(options.onnx), chosen).fp32_nodes)
 
 
 def needs_fp16_onnx(options: EngineOptions, typing: NetworkTyping) -> bool:

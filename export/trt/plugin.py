@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from esc_deploy.export import plugin_contract
+from esc_deploy.export.onnx_graph.graph_file import read_graph
 from esc_deploy.export.trt.env import MissingDependencyError, TrtRuntime
 
 if TYPE_CHECKING:
@@ -89,9 +90,7 @@ def _has_creator(registry: trt.IPluginRegistry) -> bool:
 
 def esc_node_names(onnx_path: Path) -> list[str]:
     """Names of the graph's ESCWindowAttention nodes ('' for an unnamed one), in graph order."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = read_graph(onnx_path)
     return [
         node.name
         for node in model.graph.node

@@ -14,7 +14,7 @@ from tests.conftest import GOLDEN_DIR
 from tests.serving.videos import audio_packets, decode_rgb, make_video
 
 ray = pytest.importorskip("ray")
-psutil = pytest.importorskip("psutil")  # a dependency of Ray
+psutil = pytest.importorskip("psutil")  # in the ray extra
 pytest.importorskip("ray.data")
 Image = pytest.importorskip("PIL.Image")
 CHECKPOINT = GOLDEN_DIR / "tiny_x2.pth"

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from esc_deploy.runtime.triton import connect
-from esc_deploy.serving.local_server import free_ports, group_alive
+from esc_deploy.serving.local_server import LocalTriton, free_ports, group_alive
 from tests.serving.fixtures import SERVED_CHECKPOINT, Served
 
 pytestmark = pytest.mark.xdist_group(SERVED_CHECKPOINT)
@@ -78,6 +78,26 @@ def test_taken_port_is_one_line_and_exit_2(served: Served, listening: int, tmp_p
     )  # fmt: skip
     _one_line_exit_2(proc, f"127.0.0.1:{listening}", "already in use")
     assert proc.stdout == "" and _leftovers() <= before
+
+
+def test_readiness_is_asked_of_its_own_process(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's case, past the port check (as when another server takes the ports right after it): both
+    ports are another real tritonserver's, which answers readiness on the HTTP one (tritonserver's HTTP
+    socket is SO_REUSEPORT: a second server binds it too; its gRPC port fails). The new server's own log,
+    not the other's /v2/health/ready, decides: PortTaken, one line, and nothing of it left."""
+    from esc_deploy.serving import local_server
+
+    monkeypatch.setattr(local_server, "port_free", lambda port: True)  # as if the other came after the check
+    http, grpc = (int(url.rsplit(":", 1)[1]) for url in (served.server.http_url, served.server.grpc_url))
+    server = LocalTriton(served.server.repository, models=[served.model], install=served.server.install,
+                         http_port=http, grpc_port=grpc)  # fmt: skip
+    assert served.server.is_ready()  # the other server answers readiness on that port
+    with pytest.raises(local_server.PortTaken) as caught:
+        server.start()
+    [line] = str(caught.value).splitlines()
+    assert f"127.0.0.1:{grpc}" in line and "already in use" in line, line
+    assert server.process is None and not server.workdir.exists() and server.leftover_shm() == []
+    assert served.server.is_ready()  # the other one is untouched
 
 
 def test_server_dying_before_ready_is_one_line_with_its_log(served: Served, tmp_path: Path) -> None:

@@ -115,14 +115,9 @@ def report(rows: list[Row], exports: dict[str, float], runs: int) -> str:
     import tensorrt_rtx_bindings
 
     from esc_deploy.export.trt.env import RTX_DEFAULT_TARGETS
-    from esc_deploy.validation.machine import describe_machine, machine_info
+    from esc_deploy.validation.machine import describe_machine, load_note, machine_info
 
     profile = EngineOptions().profile.describe()
-    loads = os.getloadavg()
-    load = ", ".join(f"{v:.1f}" for v in loads)
-    # The builds keep about one core busy: a load above the cores means other work shared the machine.
-    shared = loads[0] > (os.cpu_count() or 1)
-    load_note = "the machine was shared with other work while it ran" if shared else "no other heavy work ran"
     lines = [
         "# TensorRT for RTX engine build cost",
         "",
@@ -137,7 +132,7 @@ def report(rows: list[Row], exports: dict[str, float], runs: int) -> str:
         f"Build: median of {runs} builds with nothing cached (calibration and fp16 conversion included), each a "
         "fresh `python export/build_engine.py` process (import time included), and its peak RSS; cached: one "
         "more build that finds the fp16 ONNX of the build before. No GPU is used or needed. "
-        f"Load average at the end: {load} ({load_note}).",
+        f"{load_note().capitalize()}.",
         "",
         "The export column is one `python export/to_onnx.py --checkpoint` process per preset (fp32, plugin node).",
         "",

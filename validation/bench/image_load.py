@@ -284,7 +284,7 @@ def _line(case: ImageCase) -> str:
 
 
 def report_markdown(report: ImageBenchReport) -> str:
-    from esc_deploy.validation.machine import describe_machine
+    from esc_deploy.validation.machine import describe_machine, load_note
 
     o, m = report.options, report.machine
     rows = [
@@ -303,7 +303,7 @@ def report_markdown(report: ImageBenchReport) -> str:
     lines = [
         BEGIN,
         f"Measured {time.strftime('%Y-%m-%d')} by `python validation/triton_image_bench.py` on "
-        f"{describe_machine(m)}, a machine shared with other jobs while it ran (the numbers are indicative); "
+        f"{describe_machine(m)} ({load_note()}); "
         f"Python {m['python']}, numpy {report.versions['numpy']}, onnxruntime {report.versions['onnxruntime']}, "
         f"tritonserver {report.server_version} (nvidia-pytriton's), protocol {o.protocol}.",
         "",
