@@ -5,7 +5,7 @@ Reading (any format Pillow opens; ``probe`` reads the header only, ``read_image`
 ==================================  ==============  =====================================================
 file                                mode kept       what the model sees
 ==================================  ==============  =====================================================
-RGB, CMYK, YCbCr, palette           ``RGB``         the colour planes
+RGB, CMYK, YCbCr, palette           ``RGB``         the colour planes (CMYK by Pillow's plain conversion)
 RGBA, palette with transparency     ``RGBA``        colour, and the alpha plane as a second image
 L, 1-bit                            ``L``           the gray plane in all three channels
 LA                                  ``LA``          gray, and alpha as a second image
@@ -14,7 +14,13 @@ LA                                  ``LA``          gray, and alpha as a second 
 
 The alpha rule: alpha is upscaled by the same model as the colour, as a gray image (the plane in all three
 channels, in the same tile calls), and the mean of the three output channels is the new alpha. Gray images
-come back as the mean of the three output channels too. Pillow has no 16-bit RGB: such files open as 8-bit.
+come back as the mean of the three output channels too. Pillow has no 16-bit RGB: such files open as 8-bit
+and are refused, as are 32-bit integer or float pixels and animations (``_would_lose``).
+
+Kept besides the pixels: the ICC profile (not a CMYK file's, which would misdescribe the RGB output: its
+colours are Pillow's plain conversion) and the EXIF block. An EXIF orientation is applied on reading (the
+pixels are turned upright, and the tag removed from the EXIF that is written back), so that the output
+shows the same way in every viewer.
 
 Writing goes by the output's suffix (``WRITE_FORMATS``): PNG and TIFF hold every mode above; JPEG holds
 RGB and L (``quality``); WebP (lossless, colours under transparent pixels kept) holds RGB and RGBA and
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 MODES = ("RGB", "RGBA", "L", "LA", "I;16")
 DEFAULT_QUALITY = 95
+_ORIENTATION = 0x0112  # the EXIF tag
 _HOLDS = {
     "PNG": set(MODES),
     "TIFF": set(MODES),
@@ -86,6 +93,8 @@ def _would_lose(img: Any) -> str | None:
     if img.mode == "F":
         return "its pixels are 32-bit floats, which are not kept"
     rawmodes = [t.args if isinstance(t.args, str) else (t.args or ("",))[0] for t in (img.tile or [])]
+    if img.mode == "I" and not any(isinstance(r, str) and ";16" in r for r in rawmodes):
+        return "its pixels are 32-bit integers, which are not kept (only 16-bit gray is)"
     if img.mode != "I;16" and any(isinstance(r, str) and ";16" in r for r in rawmodes):
         return f"its {img.mode} pixels have 16 bits, which Pillow reads as 8: only 16-bit gray is kept"
     return None
@@ -106,9 +115,25 @@ def probe(path: Path) -> ImageHeader:
     try:
         with Image.open(path) as img:
             mode = _mode_kept_of(img)
-            return ImageHeader(path, str(img.format), mode, (img.height, img.width))
+            turned = _orientation(img) in (5, 6, 7, 8)  # read upright: width and height swap
+            return ImageHeader(
+                path, str(img.format), mode, (img.width, img.height) if turned else (img.height, img.width)
+            )
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {_one_line(exc)}") from None
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation from what opening read (``getexif()`` would decode a PNG to look for late chunks)."""
+    from PIL import Image
+
+    raw = img.info.get("exif")
+    if isinstance(raw, bytes):
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(_ORIENTATION, 1))
+    tags = getattr(img, "tag_v2", None)  # TIFF: the tags are the header
+    return int(tags.get(_ORIENTATION, 1)) if tags is not None else 1
 
 
 def cannot_hold(mode: str, suffix: str) -> str | None:
@@ -131,6 +156,7 @@ class Picture:
     alpha: np.ndarray | None
     mode: str
     icc_profile: bytes | None = None
+    exif: bytes | None = None  # without an orientation: the pixels are upright
 
     @property
     def size(self) -> tuple[int, int]:
@@ -148,37 +174,49 @@ class Picture:
         if self.mode in ("L", "LA", "I;16"):
             colour = np.repeat(colour.mean(axis=1, keepdims=True), 3, axis=1)
         alpha = planes[1:2].mean(axis=1, keepdims=True) if self.alpha is not None else None
-        return Picture(colour.astype(np.float32), alpha, self.mode, self.icc_profile)
+        return Picture(colour.astype(np.float32), alpha, self.mode, self.icc_profile, self.exif)
 
 
-def read_image(path: Path) -> Picture:
-    """Decode an image file (see the table above); ValueError, one line, if it cannot be read."""
+def read_image(path: Path | BinaryIO) -> Picture:
+    """Decode an image file, or a file object (see ``decode``); ValueError, one line, if it cannot be read."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            mode = _mode_kept_of(img)
-            icc = img.info.get("icc_profile")
-            colour: np.ndarray
-            alpha: np.ndarray | None
-            if mode == "I;16":
-                gray = np.asarray(img, dtype=np.float64).clip(0, 65535) / 65535.0
-                colour, alpha = gray[None], None
-            else:
-                pil = img.convert({"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA"}[mode])
-                pixels = np.asarray(pil, dtype=np.float32) / 255.0
-                pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
-                channels = pixels.transpose(2, 0, 1)  # (C, H, W)
-                has_alpha = mode in ("RGBA", "LA")
-                colour = channels[:-1] if has_alpha else channels
-                alpha = channels[-1:] if has_alpha else None
+            return decode(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot read image {path}: {_one_line(exc)}") from None
+        where = path if isinstance(path, Path) else getattr(path, "name", "in memory")
+        raise ValueError(f"cannot read image {where}: {_one_line(exc)}") from None
+
+
+def decode(img: Image.Image) -> Picture:
+    """An opened image's pixels as the model reads them (the module's table), upright by its EXIF orientation,
+    with its ICC profile and EXIF; ValueError where reading it would lose data (``_would_lose``)."""
+    from PIL import ImageOps
+
+    mode = _mode_kept_of(img)
+    icc = img.info.get("icc_profile") if img.mode != "CMYK" else None
+    upright = ImageOps.exif_transpose(img)  # a copy; the orientation tag removed from its EXIF
+    exif = upright.getexif()
+    colour: np.ndarray
+    alpha: np.ndarray | None
+    if mode == "I;16":
+        gray = np.asarray(upright, dtype=np.float64).clip(0, 65535) / 65535.0
+        colour, alpha = gray[None], None
+    else:
+        pil = upright.convert({"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA"}[mode])
+        pixels = np.asarray(pil, dtype=np.float32) / 255.0
+        pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+        channels = pixels.transpose(2, 0, 1)  # (C, H, W)
+        has_alpha = mode in ("RGBA", "LA")
+        colour = channels[:-1] if has_alpha else channels
+        alpha = channels[-1:] if has_alpha else None
     if colour.shape[0] == 1:
         colour = np.repeat(colour, 3, axis=0)
     as_batch = np.ascontiguousarray(colour[None], dtype=np.float32)  # (1, 3, H, W)
     alpha_batch = None if alpha is None else np.ascontiguousarray(alpha[None], dtype=np.float32)
-    return Picture(as_batch, alpha_batch, mode, icc if isinstance(icc, bytes) else None)
+    kept_icc = icc if isinstance(icc, bytes) else None
+    return Picture(as_batch, alpha_batch, mode, kept_icc, exif.tobytes() if len(exif) else None)
 
 
 def to_uint8(plane: np.ndarray) -> np.ndarray:
@@ -212,6 +250,8 @@ def encode_image(picture: Picture, suffix: str, *, quality: int = DEFAULT_QUALIT
     )
     if picture.icc_profile is not None:
         options["icc_profile"] = picture.icc_profile
+    if picture.exif is not None:
+        options["exif"] = picture.exif
     buffer = io.BytesIO()
     to_pil(picture).save(buffer, format=fmt, **options)
     return buffer.getvalue()

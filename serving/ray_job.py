@@ -205,7 +205,7 @@ def upscale_image_bytes(runner: Any, raw: bytes, suffix: str, plan: TilePlan, qu
     from esc_deploy.runtime.images import encode_image, read_image
     from esc_deploy.runtime.tiles import upscale_array
 
-    picture = read_image(io.BytesIO(raw))  # type: ignore[arg-type]  # Pillow opens file objects too
+    picture = read_image(io.BytesIO(raw))
     facts = runner.facts
     planes = upscale_array(picture.planes(), runner, scale=facts.scale, plan=plan, min_hw=facts.min_hw)
     return encode_image(

@@ -34,7 +34,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from esc_deploy.runtime.facts import ModelFacts
-from esc_deploy.runtime.images import Picture, kept_mode, to_pil
+from esc_deploy.runtime.images import Picture, decode, encode_image, to_pil
 from esc_deploy.runtime.tiles import TilePlan, plan_tiles, upscale_array
 from esc_deploy.serving.model_repository.python_model import to_triton  # numpy 2 / DLPack with the 2.51 stub
 
@@ -89,8 +89,8 @@ class TritonPythonModel:
                     picture.planes(), self._infer, scale=self.facts.scale, plan=self.plan(picture.size),
                     min_hw=self.facts.min_hw,
                 )  # fmt: skip
-                image = to_pil(picture.with_planes(planes))
-                out = self._encode(image) if self.io == "encoded" else self._pixels(image)
+                result = picture.with_planes(planes)
+                out = self._encode(result) if self.io == "encoded" else self._pixels(to_pil(result))
                 responses.append(pb_utils.InferenceResponse(output_tensors=[to_triton(IMAGE, out)]))
             except RequestError as exc:
                 responses.append(self._error(str(exc)))
@@ -116,7 +116,7 @@ class TritonPythonModel:
             raise RequestError(f"image {w}x{h} has {h * w} pixels, above {limit}")
 
     def _decode(self, data: np.ndarray) -> Picture:
-        """A file's bytes decoded as esc_deploy.runtime.images.read_image decodes a file."""
+        """A file's bytes decoded as ``esc-deploy upscale`` decodes a file (esc_deploy.runtime.images.decode)."""
         from PIL import Image
 
         if data.ndim != 1 or data.dtype != np.uint8:
@@ -125,17 +125,11 @@ class TritonPythonModel:
         try:
             with Image.open(io.BytesIO(data.tobytes())) as img:
                 self._check_size(*img.size)  # from the header, before decoding a bomb
-                mode = kept_mode(img.mode, img.has_transparency_data)
-                if mode == "I;16":
-                    gray = np.asarray(img, dtype=np.float64).clip(0, 65535) / 65535.0
-                    colour = np.repeat(gray[None, None], 3, axis=1).astype(np.float32)
-                    return Picture(np.ascontiguousarray(colour), None, mode)
-                pixels = np.asarray(img.convert(mode))
+                return decode(img)
         except RequestError:
             raise
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise RequestError(f"cannot decode the image file: {' '.join(str(exc).split())}") from None
-        return picture_of(pixels[:, :, None] if pixels.ndim == 2 else pixels, mode)
 
     @staticmethod
     def _pixels(image: Any) -> np.ndarray:
@@ -143,10 +137,9 @@ class TritonPythonModel:
         return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
     @staticmethod
-    def _encode(image: Any) -> np.ndarray:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+    def _encode(picture: Picture) -> np.ndarray:
+        """PNG, as ``esc-deploy upscale out.png`` writes it (16-bit gray, ICC profile and EXIF kept)."""
+        return np.frombuffer(encode_image(picture, ".png"), dtype=np.uint8)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         """The tensor model by BLS, one request per ``max_batch_size`` tiles."""

@@ -107,6 +107,19 @@ def test_gray_and_alpha_as_esc_deploy_upscale(served: Served, photo: Path, tmp_p
         assert len(np.unique(expected[:, :, -1])) > 100  # the alpha was upscaled, not dropped or made opaque
 
 
+def test_image_below_the_minimum_side_as_esc_deploy_upscale(served: Served, photo: Path, tmp_path: Path) -> None:
+    """13x9 pixels, under ESC-light's minimum side (17): the image model pads it as upscale does, and
+    answers at scale times the original size."""
+    with Image.open(photo) as img:
+        pixels = np.asarray(img.crop((0, 0, 13, 9)))
+    source = tmp_path / "small.png"
+    Image.fromarray(pixels).save(source)
+    expected = esc_deploy_upscale(served, source)
+    assert expected.shape == (36, 52, 3)
+    for protocol in PROTOCOLS:
+        np.testing.assert_array_equal(infer_image(served, protocol, served.image_model, pixels), expected)
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_encoded_file_in_png_out(served: Served, photo: Path, protocol: str) -> None:
     """The file's bytes as they are (PNG, and JPEG): a PNG back, the same pixels as the pixel model's."""

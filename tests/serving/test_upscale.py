@@ -202,6 +202,52 @@ def test_a_16_bit_image_is_refused_as_jpeg_before_anything_is_written(
     assert not (tmp_path / "out").exists()
 
 
+def test_exif_orientation_is_applied_and_the_rest_of_exif_kept(tmp_path: Path) -> None:
+    """A camera JPEG stored sideways with Orientation 6 (rotate 90 degrees clockwise to view): the output's
+    pixels are upright, with the camera's other EXIF tags and no orientation, so every viewer shows it as the
+    input was shown; the upright pixels are those of the same photograph stored upright."""
+    upright = Image.fromarray(data.astronaut()[100:164, 150:190])  # 40 wide, 64 high
+    exif = Image.Exif()
+    exif[0x010F] = "Test camera"  # Make
+    exif[0x0112] = 6
+    upright.rotate(90, expand=True).save(tmp_path / "sideways.jpg", quality=95, exif=exif.tobytes())
+    Image.open(tmp_path / "sideways.jpg").transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.png")
+    assert _run(str(tmp_path / "sideways.jpg"), str(tmp_path / "out.png"), *TINY_ARGS) == 0
+    assert _run(str(tmp_path / "upright.png"), str(tmp_path / "reference.png"), *TINY_ARGS) == 0
+    out = _decoded(tmp_path / "out.png")
+    assert out.size == (80, 128)  # upright: 40x64 at x2
+    assert out.getexif().get(0x010F) == "Test camera" and 0x0112 not in out.getexif()
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(_decoded(tmp_path / "reference.png")))
+
+
+def test_a_cmyk_file_gives_rgb_without_its_cmyk_profile(tmp_path: Path) -> None:
+    """A CMYK JPEG carrying a profile: the output is RGB, and the profile (of another colour space) is not
+    attached to it; an RGB file's profile is kept."""
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = Image.fromarray(data.coffee()[100:148, 200:248])
+    photo.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95, icc_profile=srgb)
+    photo.save(tmp_path / "rgb.png", icc_profile=srgb)
+    for name in ("cmyk.jpg", "rgb.png"):
+        assert _run(str(tmp_path / name), str(tmp_path / f"out-{name}.png"), *TINY_ARGS) == 0
+    cmyk, rgb = _decoded(tmp_path / "out-cmyk.jpg.png"), _decoded(tmp_path / "out-rgb.png.png")
+    assert cmyk.mode == "RGB" and cmyk.size == (96, 96) and "icc_profile" not in cmyk.info
+    assert rgb.info.get("icc_profile") == srgb
+
+
+def test_32_bit_integer_pixels_are_refused_with_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 32-bit integer TIFF (values up to 2**31): 16 bits would clip it, so it is refused in one line."""
+    values = (data.camera()[:40, :40].astype(np.int64) * 1_000_000).astype(np.int32)
+    Image.fromarray(values, mode="I").save(tmp_path / "deep.tif")
+    assert _run(str(tmp_path / "deep.tif"), str(tmp_path / "out.tif"), *TINY_ARGS) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "32-bit integers" in err[0] and "deep.tif" in err[0], err
+    assert not (tmp_path / "out.tif").exists()
+
+
 # ------------------------------------------------------------------------------------------------ refusals
 
 
