@@ -59,6 +59,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one worker per core (pytest -n 2 on the 2-core CI machine)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks to schedule the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reasons = _skip_reasons()
     for item in items:
