@@ -341,7 +341,13 @@ class LocalTriton:
         for region in stray:
             region.unlink(missing_ok=True)
         if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            # A stub that was still starting may write into the folder (its __pycache__) while it is removed:
+            # try again until it is gone (a run that lost a port race left its folder behind once).
+            for _ in range(20):
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                if not self.workdir.exists():
+                    break
+                time.sleep(0.25)
         return StopReport(killed=killed, stray_shm=tuple(r.name for r in stray))
 
     def __enter__(self) -> LocalTriton:
