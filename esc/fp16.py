@@ -101,12 +101,17 @@ def fp32_modules(ranges: Mapping[str, ModuleRange], limit: float = SAFE_LIMIT, e
     return kept
 
 
-def _to_float32(values: Any) -> Any:
+def _cast_floats(values: Any, dtype: torch.dtype) -> Any:
     if isinstance(values, Tensor):
-        return values.float() if values.is_floating_point() else values
+        return values.to(dtype) if values.is_floating_point() else values
     if isinstance(values, tuple | list):
-        return type(values)(_to_float32(v) for v in values)
+        return type(values)(_cast_floats(v, dtype) for v in values)
     return values
+
+
+def _runs_in(dtype: torch.dtype) -> Any:
+    """A forward pre-hook that casts a module's floating inputs to ``dtype``."""
+    return lambda _module, args: _cast_floats(args, dtype)
 
 
 def to_mixed_half(
@@ -114,22 +119,30 @@ def to_mixed_half(
 ) -> tuple[nn.Module, list[str]]:
     """A float16 copy of ``model`` whose unsafe modules, and ``extra``, run in float32; returns (copy, their names).
 
-    A kept module casts its inputs up and returns float16 only when its calibrated output is safe;
-    otherwise its float32 output flows on (PyTorch promotes the mixed sums) to consumers that the
-    rule keeps in float32 too, until a value is safe again.
+    As in the ONNX conversion, a value is rounded to float16 where a float16 module reads it, not where a
+    float32 module makes it: a kept module casts its inputs up and returns float32, every other submodule
+    casts its inputs down, so two kept modules in a row pass float32 between them. The copy takes float32
+    pixels, as the fp16 ONNX does: a kept first layer reads them unrounded (with activations near 1e13,
+    rounding the input alone cost the ESC x3 case of issue #24 over 10 dB). The root's own weights (the
+    shared large kernel, passed to every block) stay float32 for the same reason, and its own ops run
+    in the dtype of what they add (PyTorch promotes a float16 and a float32 term to float32).
     """
     kept = fp32_modules(ranges, limit, extra)
     if kept == [""]:  # the root's own weights are unsafe: all float32, taking float16 inputs too
         whole = copy.deepcopy(model).float()
-        whole.register_forward_pre_hook(lambda _m, args: _to_float32(args))
+        whole.register_forward_pre_hook(_runs_in(torch.float32))
         return whole, kept
     mixed = copy.deepcopy(model).half()
+    for key, value in model.named_parameters(recurse=False):
+        setattr(mixed, key, nn.Parameter(value.detach().float().clone(), requires_grad=value.requires_grad))
     originals = dict(model.named_modules())
     for name in kept:
         # From the float32 original: a float16 round trip would turn weights above 65504 into inf.
         module = copy.deepcopy(originals[name]).float()
         mixed.set_submodule(name, module)
-        module.register_forward_pre_hook(lambda _m, args: _to_float32(args))
-        if is_fp16_safe(ranges[name].max_out, limit):
-            module.register_forward_hook(lambda _m, _args, out: out.half() if isinstance(out, Tensor) else out)
+    for name, module in mixed.named_modules():
+        inside_kept = any(name == k or name.startswith(k + ".") for k in kept)
+        if not name or (inside_kept and name not in kept):
+            continue
+        module.register_forward_pre_hook(_runs_in(torch.float32 if inside_kept else torch.float16))
     return mixed, kept

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 class TorchRunner(RunnerBase):
     """One model in eval mode. ``prepared``: the model is used as it is (already on its device and dtypes,
-    e.g. parity's mixed fp16 model); otherwise a copy is moved to ``device`` in ``precision``."""
+    e.g. parity's mixed fp16 model) and is given float32 pixels, rounding where its float16 modules read
+    them (esc.fp16.to_mixed_half); otherwise a copy is moved to ``device`` in ``precision``."""
 
     def __init__(
         self,
@@ -36,6 +37,7 @@ class TorchRunner(RunnerBase):
         self.device = torch.device(device)
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.model = model.eval() if prepared else copy.deepcopy(model).eval().to(self.device, self.dtype)
+        self.input_dtype = torch.float32 if prepared else self.dtype
         self.facts = ModelFacts.from_model(model, source=source, precision=precision)
 
     @classmethod
@@ -61,7 +63,7 @@ class TorchRunner(RunnerBase):
         import torch
 
         with torch.inference_mode():
-            y = self.model(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype))
+            y = self.model(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.input_dtype))
         return self.checked(batch, y.float().cpu().numpy())
 
     def describe(self) -> str:

@@ -378,17 +378,19 @@ def group_alive(pgid: int) -> bool:
 
 def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
     """Stubs leave shortly after the server; anything still there after ``timeout_s`` is killed (True)."""
-    deadline = time.monotonic() + timeout_s
-    while group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not group_alive(pgid):
+    if _gone_within(pgid, timeout_s):
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 10  # killed processes still hold their regions until they are gone
+    _gone_within(pgid, 10)  # killed processes still hold their regions until they are gone
+    return True
+
+
+def _gone_within(pgid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
     while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return True
+    return not group_alive(pgid)
 
 
 def python_models(repository: Path) -> list[str]:

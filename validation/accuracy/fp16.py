@@ -81,15 +81,12 @@ class Fp16Context:
         return self._graphs[graph]
 
     def mixed_model(self) -> tuple[ESCBase, list[str]]:
-        """The eager model in float16, with the modules the rule keeps in float32 (none without calibration)."""
-        import copy
-
+        """The eager model in float16, with the modules the rule keeps in float32 (none without calibration);
+        it takes float32 pixels (esc.fp16.to_mixed_half)."""
         from esc.fp16 import to_mixed_half
 
         ranges = self.module_ranges()
-        if ranges is None:
-            return copy.deepcopy(self.model).half(), []
-        mixed, kept = to_mixed_half(self.model, ranges, extra=self.accuracy_units())
+        mixed, kept = to_mixed_half(self.model, ranges or {}, extra=self.accuracy_units())
         return mixed, kept  # type: ignore[return-value]
 
     def accuracy_units(self) -> list[str]:

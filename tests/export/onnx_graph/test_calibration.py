@@ -105,6 +105,31 @@ def test_unsafe_shared_kernel_keeps_the_whole_model_in_float32() -> None:
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
 
 
+def test_float32_flows_between_kept_modules_and_rounds_where_fp16_reads_it() -> None:
+    """As the ONNX conversion casts at the consumer: kept blocks in a row pass float32 (the reported ESC x3
+    case lost 40 dB to a round trip between them), the large kernel reaches a kept block unrounded, and a
+    float16 block still reads float16."""
+    from esc_deploy.common.defaults import default_model
+
+    model = default_model()
+    x = torch.rand(1, 3, 40, 40)
+    mixed, kept = to_mixed_half(model, measure_module_ranges(model, [x]), extra=["blocks.0", "blocks.1"])
+    assert kept == ["blocks.0", "blocks.1"]
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    def record(name: str) -> object:
+        return lambda _module, args: seen.setdefault(name, list(args)) and None  # after the cast, registered later
+
+    for name in ("blocks.1", "blocks.2"):
+        mixed.get_submodule(name).register_forward_pre_hook(record(name))
+    with torch.no_grad():
+        mixed(x.half())
+    feat, kernel = seen["blocks.1"]
+    assert feat.dtype == kernel.dtype == torch.float32
+    assert torch.equal(kernel, model.large_kernel().detach())  # the float32 model's own kernel
+    assert [t.dtype for t in seen["blocks.2"]] == [torch.float16, torch.float16]
+
+
 @pytest.mark.parametrize("name", ["default", "scaled"])
 def test_every_fp16_backend_passes_with_calibration(checkpoints: dict[str, Path], photos: Path, name: str) -> None:
     result = _parity(checkpoints[name], photos, str(photos))  # the default set: the CLI tests below

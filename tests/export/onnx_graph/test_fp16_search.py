@@ -221,3 +221,33 @@ def test_a_loose_tolerance_keeps_the_range_plan(tiny: tuple) -> None:
     searched = verify_and_widen(fp32, base, arrays, GRAPH_TOLERANCE)
     assert searched.units == () and not searched.only_fp32 and searched.plan.fp32_nodes == base.fp32_nodes
     assert require_fp16(searched.plan, "unused") is searched.plan
+
+
+def test_only_float32_fails_the_fp16_build_in_one_line(
+    golden_dir: Path, folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """The model's own sum of the deep and shallow features adds two terms near +5000 and -5000, where
+    fp16's step is 4 (within the range rule's limit: only the accuracy check sees it). Only a float32 sum
+    meets the thresholds: ``build_engine.py --fp16`` ends in one line naming the float32 build, and
+    writes nothing."""
+    from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, to_onnx_proto
+
+    model = esc.load_model(golden_dir / "tiny_x2.pth")
+    state = model.state_dict()
+    state["proj.bias"] = state["proj.bias"] - 5000.0
+    state["last.bias"] = state["last.bias"] + 5000.0
+    model.load_state_dict(state)
+    fp32_onnx = tmp_path / "offset_x2.onnx"
+    onnx.save(to_onnx_proto(model, OnnxExportOptions(attention="native"), keep_metadata=True), str(fp32_onnx))
+    build = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "export" / "build_engine.py"), "--onnx", str(fp32_onnx), "--fp16",
+         "--calibration", str(folders["calibration"]), "--runtime", "tensorrt-rtx", "--compute-capability", "8.9",
+         "--min-shape", "1x3x32x32", "--opt-shape", "1x3x32x32", "--max-shape", "1x3x32x32",
+         "--output", str(tmp_path / "fp16.engine"), "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 2, build.stderr
+    [line] = build.stderr.splitlines()
+    assert line.startswith("error: fp16: only float32 meets the fp16 thresholds"), line
+    assert line.endswith(f"build float32 instead: python export/build_engine.py --onnx {fp32_onnx} (without --fp16)")
+    assert [p.name for p in tmp_path.iterdir()] == ["offset_x2.onnx"]  # no engine, no sidecar, no fp16 ONNX
