@@ -105,22 +105,21 @@ class ExportCache:
     def __init__(self) -> None:
         self._protos: dict[tuple[str, str, int], object] = {}
 
-    def model(self, name: str):  # -> esc.ESCBase
+    def model(self, name: str | Path):  # -> esc.ESCBase
+        """A golden checkpoint by name, the seeded default model, or an official checkpoint a test wrote."""
         import esc
 
         if name == "default":
             from esc_deploy.common.defaults import default_model
 
             return default_model()
-        if name == "esc":  # the full preset at x4, seeded random weights in the official layout
-            from esc_deploy.common.defaults import DEFAULT_SEED
+        path = name if isinstance(name, Path) else GOLDEN_DIR / f"{name}.pth"
+        return esc.load_model(path, attention="naive")
 
-            torch.manual_seed(DEFAULT_SEED)
-            return esc.build_model("esc", scale=4)
-        return esc.load_model(GOLDEN_DIR / f"{name}.pth", attention="naive")
-
-    def proto(self, name: str, attention: str = "plugin", opset: int = 18):  # -> onnx.ModelProto
-        key = (name, attention, opset)
+    def proto(self, name: str | Path, attention: str = "plugin", opset: int = 18):  # -> onnx.ModelProto
+        """The fp32 export of ``name`` (see model()): a test's checkpoint shares the export of the parity runs
+        of its module on that checkpoint, when the module runs on one worker (an xdist_group)."""
+        key = (str(name), attention, opset)
         if key not in self._protos:
             import onnx
 

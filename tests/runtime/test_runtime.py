@@ -28,6 +28,7 @@ def tiny_onnx(exports, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.xdist_group("tiny_x2")  # with the other tiny_x2 exports (tests/conftest.py)
 def test_facts_are_the_same_from_checkpoint_onnx_model_and_triton_config(tiny_onnx: Path) -> None:
     from_checkpoint = ModelFacts.from_checkpoint(TINY)
     assert (from_checkpoint.scale, from_checkpoint.window, from_checkpoint.family) == (2, 8, "esc")
@@ -50,6 +51,7 @@ def test_facts_are_the_same_from_checkpoint_onnx_model_and_triton_config(tiny_on
         ModelFacts.from_onnx(tiny_onnx.with_name("bare.onnx"))
 
 
+@pytest.mark.xdist_group("tiny_x2")
 def test_torch_and_onnxruntime_runners_agree_on_a_tiled_batched_photograph(tiny_onnx: Path) -> None:
     photo = np.ascontiguousarray(data.chelsea()[40:140, 100:230].transpose(2, 0, 1)[None] / 255.0, dtype=np.float32)
     outputs = {}

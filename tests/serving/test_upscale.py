@@ -88,6 +88,7 @@ def _pixels(path: Path) -> np.ndarray:
     return np.asarray(_decoded(path).convert("RGB"), dtype=np.int16)
 
 
+@pytest.mark.xdist_group("real_x4")  # with the other real_x4 exports (tests/conftest.py)
 def test_torch_and_onnxruntime_agree_on_a_tiled_folder(photos: Path, real_onnx: Path, tmp_path: Path) -> None:
     outputs = {}
     for backend, extra in (("torch", ["--checkpoint", str(CHECKPOINT)]), ("onnxruntime", ["--onnx", str(real_onnx)])):

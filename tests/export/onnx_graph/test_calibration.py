@@ -25,6 +25,12 @@ from esc_deploy.common.defaults import REPO_ROOT
 from esc_deploy.export.onnx_graph.calibration import FP16_KEY
 from esc_deploy.validation.accuracy.suite import ParityOptions, run_parity
 from esc_deploy.validation.images import load_inputs
+from tests.conftest import ExportCache
+
+# The scaled checkpoint's parity runs, engine build and ONNX fixture run on one worker and share one export
+# per graph (tests/conftest.py's ExportCache); the default checkpoint's, with the other default exports.
+SCALED_EXPORTS = pytest.mark.xdist_group("scaled")
+DEFAULT_EXPORTS = pytest.mark.xdist_group("default")
 
 SCALED_LAYER = "blocks.1.pconvs.2.aggr"
 SCALE = 1e7
@@ -130,7 +136,9 @@ def test_float32_flows_between_kept_modules_and_rounds_where_fp16_reads_it() -> 
     assert [t.dtype for t in seen["blocks.2"]] == [torch.float16, torch.float16]
 
 
-@pytest.mark.parametrize("name", ["default", "scaled"])
+@pytest.mark.parametrize(
+    "name", [pytest.param("default", marks=DEFAULT_EXPORTS), pytest.param("scaled", marks=SCALED_EXPORTS)]
+)
 def test_every_fp16_backend_passes_with_calibration(checkpoints: dict[str, Path], photos: Path, name: str) -> None:
     result = _parity(checkpoints[name], photos, str(photos))  # the default set: the CLI tests below
     lines = "\n".join(result.lines())
@@ -144,6 +152,7 @@ def test_every_fp16_backend_passes_with_calibration(checkpoints: dict[str, Path]
         assert "modules in float32 by the fp16 rule" in result.result("torch-fp16").run.description
 
 
+@SCALED_EXPORTS
 def test_without_calibration_the_diagnosis_names_the_overflow(checkpoints: dict[str, Path], photos: Path) -> None:
     result = _parity(checkpoints["scaled"], photos, "off")
     for backend in FP16_BACKENDS:
@@ -218,11 +227,11 @@ def test_bad_calibration_folder_is_one_line_exit_2_nothing_written(case: str, tm
 
 
 @pytest.fixture(scope="module")
-def scaled_fp32_onnx(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, export_onnx
-
+def scaled_fp32_onnx(
+    exports: ExportCache, checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     path = tmp_path_factory.mktemp("scaled_onnx") / "scaled_x4.onnx"
-    export_onnx(esc.load_model(checkpoints["scaled"]), path, OnnxExportOptions())
+    onnx.save(exports.proto(checkpoints["scaled"]), str(path))  # the parity tests' export
     return path
 
 
@@ -230,7 +239,7 @@ SMALL_PROFILE = ("--min-shape", "1x3x64x64", "--opt-shape", "1x3x96x96", "--max-
 
 
 @pytest.mark.tensorrt_rtx
-@pytest.mark.xdist_group("rtx")
+@SCALED_EXPORTS
 def test_tensorrt_rtx_builds_the_calibrated_islands_in_float(
     scaled_fp32_onnx: Path, trt11_plugin: Path, tmp_path: Path
 ) -> None:
@@ -260,6 +269,7 @@ def test_tensorrt_rtx_builds_the_calibrated_islands_in_float(
 
 
 @pytest.mark.tensorrt_rtx
+@SCALED_EXPORTS
 def test_weak_typing_pins_map_every_calibrated_node_to_its_layers(scaled_fp32_onnx: Path) -> None:
     """TensorRT 10.x pins the layers of the calibrated nodes (esc_deploy.export.trt.build.pin_fp32_layers); 10.x
     cannot be installed here, so the name mapping is checked on the real ONNX parser of TensorRT for RTX."""

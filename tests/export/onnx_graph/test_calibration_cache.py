@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+import pytest
 
 from esc_deploy.export.onnx_graph.calibration_set import calibration_set
 from esc_deploy.export.onnx_graph.fp16 import convert_to_mixed_fp16
@@ -14,6 +15,7 @@ from esc_deploy.export.onnx_graph.metadata import read_model_config
 from tests.conftest import ExportCache
 
 
+@pytest.mark.xdist_group("tiny_x2")  # with the other tiny_x2 exports (tests/conftest.py)
 def test_same_inputs_same_fp16_bytes_then_the_cache(exports: ExportCache, tmp_path: Path) -> None:
     src = tmp_path / "tiny.onnx"
     onnx.save(exports.proto("tiny_x2", "native"), str(src))

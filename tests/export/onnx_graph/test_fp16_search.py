@@ -32,6 +32,10 @@ from esc_deploy.export.onnx_graph.calibration import FP16_KEY
 from esc_deploy.export.onnx_graph.calibration_set import calibration_set
 from esc_deploy.export.onnx_graph.fp16_search import BY_ACCURACY, ROOT, nodes_in, verify_and_widen
 from esc_deploy.validation.accuracy.fp16_report import golden_recipe_state
+from tests.conftest import ExportCache
+
+# The extreme checkpoint's parity run and engine build run on one worker and share one export per graph.
+EXTREME_EXPORTS = pytest.mark.xdist_group("extreme")
 
 EXTREME = ESCConfig(family="esc", dim=32, pdim=8, kernel_size=13, n_blocks=3, conv_blocks=5, window_size=8,
                     num_heads=2, scale=2, exp_ratio=1.25, use_ln=False)  # fmt: skip
@@ -89,6 +93,7 @@ def extreme_parity(extreme_checkpoint: Path, folders: dict[str, Path]) -> object
     return run_parity(model, inputs, options, log=lambda _line: None)
 
 
+@EXTREME_EXPORTS
 def test_every_fp16_backend_passes_after_widening(extreme_parity: object) -> None:
     from esc_deploy.validation.accuracy.report import report_json
 
@@ -113,11 +118,9 @@ def test_every_fp16_backend_passes_after_widening(extreme_parity: object) -> Non
 
 
 @pytest.fixture(scope="module")
-def extreme_fp32_onnx(extreme_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, export_onnx
-
+def extreme_fp32_onnx(exports: ExportCache, extreme_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("extreme_onnx") / "extreme_x2.onnx"
-    export_onnx(esc.load_model(extreme_checkpoint), path, OnnxExportOptions())
+    onnx.save(exports.proto(extreme_checkpoint), str(path))  # the parity run's export
     return path
 
 
@@ -126,7 +129,7 @@ SMALL_PROFILE = ("--min-shape", "1x3x32x32", "--opt-shape", "1x3x48x48", "--max-
 
 
 @pytest.mark.tensorrt_rtx
-@pytest.mark.xdist_group("rtx")
+@EXTREME_EXPORTS
 def test_tensorrt_rtx_builds_the_widened_set_in_float(
     extreme_fp32_onnx: Path, folders: dict[str, Path], trt11_plugin: Path, tmp_path: Path
 ) -> None:
@@ -161,15 +164,14 @@ def test_tensorrt_rtx_builds_the_widened_set_in_float(
     assert any({t.dtype for t in c.inputs} == {"Half"} for c in convolutions)  # the rest stays fp16
 
 
-def test_default_model_file_is_unchanged_by_the_search(folders: dict[str, Path]) -> None:
+@pytest.mark.xdist_group("default")  # the default model's export (tests/conftest.py)
+def test_default_model_file_is_unchanged_by_the_search(exports: ExportCache, folders: dict[str, Path]) -> None:
     """Nothing widened on the seeded default ESC-light x4: one verification run, and the converted graph
     is byte for byte the range plan's; the metadata only gains the verification's record."""
-    from esc_deploy.common.defaults import default_model
-    from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, to_onnx_proto
     from esc_deploy.export.onnx_graph.fp16 import calibrate, to_mixed_fp16
 
-    model = default_model()
-    fp32 = to_onnx_proto(model, OnnxExportOptions(), keep_metadata=True)
+    model = exports.model("default")
+    fp32 = exports.proto("default")
     cal = calibration_set(model.config, folders["calibration"], large_shape=(8, 8))
     base = calibrate(fp32, cal, verify=False)
     searched = verify_and_widen(fp32, base, cal.arrays())

@@ -1,10 +1,11 @@
 """Which attention each engine got, from the real TensorRT for RTX builder's layer report.
 
-Plugin-free fp16 engines of ESC-light and ESC (native export at opset 18, at opset 23, and the plugin
-export built with `--attention auto` and no plugin library) fuse every block's window attention into
-one TensorRT kernel, recorded per block in the sidecar; an fp32 build leaves it unfused and says so;
-an fp32 opset-23 build, which TensorRT cannot build, ends in one line; a second build of the same
-inputs reuses the first one's fp16 ONNX. The plugin engine's record is checked in test_rtx.py.
+Plugin-free fp16 engines of ESC-light (native export at opset 18, at opset 23, and the plugin export
+built with `--attention auto` and no plugin library) fuse every block's window attention into one
+TensorRT kernel, recorded per block in the sidecar (ESC has the same attention layer in 5 blocks instead
+of 3: docs/attention_paths.md); an fp32 build leaves it unfused and says so; an fp32 opset-23 build,
+which TensorRT cannot build, ends in one line; a second build of the same inputs reuses the first
+one's fp16 ONNX. The plugin engine's record is checked in test_rtx.py.
 Small profiles keep each build and its calibration short; each engine is built once per module.
 """
 
@@ -21,12 +22,13 @@ import pytest
 from esc_deploy.export.trt.sidecar import EngineSidecar
 from tests.conftest import REPO, ExportCache
 
-pytestmark = [pytest.mark.tensorrt_rtx, pytest.mark.xdist_group("rtx")]
+# With the other tests of the default model's exports (tests/conftest.py): one export per graph.
+pytestmark = [pytest.mark.tensorrt_rtx, pytest.mark.xdist_group("default")]
 
 SCRIPT = REPO / "export" / "build_engine.py"
 PROFILE = ("--min-shape", "1x3x64x64", "--opt-shape", "1x3x64x64", "--max-shape", "1x3x96x96")
 SOURCES = {"native18": ("native", 18), "native23": ("native", 23), "plugin": ("plugin", 18)}
-PRESETS = {"esc-light": "default", "esc": "esc"}  # preset -> ExportCache name
+PRESETS = {"esc-light": "default"}  # preset -> ExportCache name
 
 
 def build(*args: str) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,8 @@ from esc_deploy.export.trt.plugin import esc_node_names
 from esc_deploy.export.trt.sidecar import EngineSidecar
 from tests.conftest import REPO
 
-pytestmark = [pytest.mark.tensorrt_rtx, pytest.mark.xdist_group("rtx")]
+# With the other tests of the default model's exports (tests/conftest.py): one export per graph.
+pytestmark = [pytest.mark.tensorrt_rtx, pytest.mark.xdist_group("default")]
 
 SCRIPT = REPO / "export" / "build_engine.py"
 TARGETS = ("8.6", "8.9")
