@@ -18,6 +18,9 @@ psutil = pytest.importorskip("psutil")  # in the ray extra
 pytest.importorskip("ray.data")
 Image = pytest.importorskip("PIL.Image")
 CHECKPOINT = GOLDEN_DIR / "tiny_x2.pth"
+# One worker runs the module, so one Ray instance exists at a time: local_ray's check that no esc-ray-* session
+# folder is left would otherwise see the other worker's instance come and go.
+pytestmark = pytest.mark.xdist_group("ray")
 MODEL = ["--checkpoint", str(CHECKPOINT), "--no-progress"]
 
 
