@@ -4,6 +4,7 @@ scatters the groups without a word (pytest-dev/pytest-xdist#1386), which pyproje
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,4 @@ def test_a_group_runs_on_one_worker(tmp_path: Path) -> None:
 
 
 def _env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "ESC_"))}
