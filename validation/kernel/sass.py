@@ -33,7 +33,6 @@ import math
 import re
 import shutil
 import subprocess
-import sysconfig
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -137,15 +136,20 @@ def nvcc() -> str:
 
 
 def find_tool(name: str) -> str:
-    """`name` on PATH, next to nvcc, or in the NVIDIA wheels of this environment (nvidia/cu*/bin)."""
+    """`name` on PATH, next to nvcc, or in its NVIDIA wheel (nvidia-cuda-<name>), wherever that is installed:
+    a virtual environment with system site packages finds the system's."""
+    from importlib import metadata
+
     found = shutil.which(name)
     if found:
         return found
     nvcc = find_nvcc()
     candidates = [Path(nvcc).parent / name] if nvcc else []
-    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
-        candidates += sorted(Path(base).glob(f"nvidia/cu*/bin/{name}"))
-        candidates += sorted(Path(base).glob(f"nvidia/cuda_*/bin/{name}"))
+    try:
+        wheel = metadata.distribution(f"nvidia-cuda-{name}")
+        candidates += [Path(str(wheel.locate_file(f))) for f in wheel.files or () if f.name == name]
+    except metadata.PackageNotFoundError:
+        pass
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate)
