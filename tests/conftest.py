@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+
+# A shell starts background jobs (`pytest ... &`) with Ctrl-C ignored, and a child inherits that: the tests that
+# press Ctrl-C on a command (exit 130, no partial file) would then see it ignored. Restore Python's own handler.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Ray reads this at import: a local instance that tests start stays on loopback (serving/ray_job.py local_ray).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

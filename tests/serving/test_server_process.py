@@ -147,8 +147,12 @@ def test_foreground_server_stops_clean_on_a_signal(served: Served, tmp_path: Pat
         proc.send_signal(stop)
         _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # SIGTERM first: the command stops its server (a SIGKILL would orphan it)
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     assert proc.returncode == 0 and err == "", err
     assert not group_alive(proc.pid)
     assert own() == set()
