@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import onnx
 import pytest
 
 import esc
+from esc_deploy.export.onnx_graph.calibration import FP16_KEY
 from esc_deploy.export.onnx_graph.cli import main
 from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, export_onnx
 from tests.conftest import GOLDEN_DIR
@@ -26,6 +28,16 @@ def test_checkpoint_export_prints_summary(tmp_path: Path, capsys: pytest.Capture
     assert [d.dim_param for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim] == [
         "batch", "", "height", "width"
     ]  # fmt: skip
+
+
+def test_fp16_export_prints_what_stays_float32(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tiny_fp16.onnx"
+    argv = ["--checkpoint", str(GOLDEN_DIR / "tiny_x2.pth"), "--precision", "fp16", "--calibration-shape", "40x56"]
+    assert main([*argv, "--output", str(out)]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fp16: ")]
+    assert "calibrated on astronaut" in line and "astronaut@40x56" in line and "; verified on them: " in line, line
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(props[FP16_KEY])["calibrated"]
 
 
 def test_static_shape(tmp_path: Path) -> None:

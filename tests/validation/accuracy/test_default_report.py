@@ -27,3 +27,9 @@ def test_default_parity_report_passes(tmp_path: Path, capsys: pytest.CaptureFixt
     statuses = {b["name"]: b["status"] for b in report["backends"]}
     for backend in ("onnxruntime-plugin", "onnxruntime-native", "onnxruntime-fp16-plugin", "torch-fp16"):
         assert statuses[backend] == "PASS", statuses
+    # The default model stays fp16 as calibrated by default (what `to_onnx.py --precision fp16` writes): no
+    # value over the limit, and every weight but the plugin's float32 relative-position tables (3 x 4 x 63^2
+    # of 641k values).
+    plan = report["fp16_plans"]["plugin"]
+    assert plan["calibrated"] and plan["unsafe_scopes"] == [] and plan["accuracy"]["fp32_units_by_accuracy"] == []
+    assert plan["fp16_node_share"] >= 0.95 and plan["fp16_weight_share"] >= 0.92
