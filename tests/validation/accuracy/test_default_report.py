@@ -32,4 +32,5 @@ def test_default_parity_report_passes(tmp_path: Path, capsys: pytest.CaptureFixt
     # of 641k values).
     plan = report["fp16_plans"]["plugin"]
     assert plan["calibrated"] and plan["unsafe_scopes"] == [] and plan["accuracy"]["fp32_units_by_accuracy"] == []
+    assert list(plan["fp32_reasons"]) == ["op type"]  # as the uncalibrated conversion (test_attention_paths.py)
     assert plan["fp16_node_share"] >= 0.95 and plan["fp16_weight_share"] >= 0.92
