@@ -214,12 +214,12 @@ def upscale_video(
         with open_input(source) as container, atomic_output(target) as tmp:
             video_in: Any = container.streams.video[0]
             audio_in = list(container.streams.audio)
+            # Read while the containers are open: PyAV 18.1.1 refuses a closed container's stream attributes.
+            rate = video_in.average_rate
+            size = (video_in.codec_context.height * scale, video_in.codec_context.width * scale)
             with av.open(str(tmp), "w", format=fmt) as output:
-                video_out: Any = output.add_stream(
-                    codec.encoder, rate=video_in.average_rate, options=dict(codec.options)
-                )
-                video_out.width = video_in.codec_context.width * scale
-                video_out.height = video_in.codec_context.height * scale
+                video_out: Any = output.add_stream(codec.encoder, rate=rate, options=dict(codec.options))
+                video_out.height, video_out.width = size
                 video_out.pix_fmt = codec.pixel_format
                 video_out.time_base = video_in.time_base
                 video_out.codec_context.time_base = video_in.time_base
@@ -249,8 +249,7 @@ def upscale_video(
     except (av.FFmpegError, EOFError) as exc:  # PyAV's errors are not all OSError or ValueError
         raise ValueError(f"{source}: {' '.join(str(exc).split())}") from None
     seconds = time.perf_counter() - started
-    size = (video_out.height, video_out.width)
-    return VideoReport(source, target, frames, size, video_in.average_rate, len(audio_in), seconds)
+    return VideoReport(source, target, frames, size, rate, len(audio_in), seconds)
 
 
 def _encode(run: FrameUpscale, frames: list[Any], stream: Any, output: Any) -> int:
