@@ -61,8 +61,11 @@ def skip_or_fail(reason: str, marker: str) -> None:
     pytest.skip(reason)
 
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)  # one worker per core (pytest -n 2 on the 2-core CI machine)
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core (pytest -n 2 on the 2-core CI machine)
+    from esc_deploy.export.onnx_graph.ort_session import set_default_threads
+
+    torch.set_num_threads(1)
+    set_default_threads(1)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks to schedule the groups

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
@@ -12,6 +11,7 @@ from skimage import data
 
 from esc_deploy.export import plugin_contract as contract
 from esc_deploy.export.onnx_graph.fp16 import is_mixed_fp16, to_mixed_fp16
+from esc_deploy.export.onnx_graph.ort_session import ort_session
 from tests.conftest import ExportCache
 
 # Measured (ONNX Runtime CPU, fp16 file vs the float32 PyTorch model, astronaut/coffee/chelsea at
@@ -40,7 +40,7 @@ def photos() -> list[torch.Tensor]:
 @pytest.mark.parametrize("name", ["fp_x4", "real_x4", "tiny_x2"])  # light_x4 overflows fp16 by design
 def test_fp16_error_on_photographs(exports: ExportCache, photos: list, name: str, attention: str) -> None:
     fp16 = to_mixed_fp16(exports.proto(name, attention))
-    session = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(fp16)
     model = exports.model(name)
     for x in photos:
         with torch.no_grad():

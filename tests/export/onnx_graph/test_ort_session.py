@@ -31,3 +31,17 @@ def test_repeated_run_sessions_keep_the_arena_without_the_memory_pattern() -> No
 def test_one_shot_sessions_have_no_arena_and_keep_the_pattern() -> None:
     options = ort_session(_relu_graph()).get_session_options()
     assert not options.enable_cpu_mem_arena and options.enable_mem_pattern
+
+
+def test_the_process_default_of_threads_applies_where_a_session_asks_for_none() -> None:
+    from esc_deploy.export.onnx_graph import ort_session as module
+
+    before = module._default_threads
+    try:
+        module.set_default_threads(None)
+        assert ort_session(_relu_graph()).get_session_options().intra_op_num_threads == 0  # ONNX Runtime's own
+        module.set_default_threads(1)  # what tests/conftest.py sets in each pytest-xdist worker
+        assert ort_session(_relu_graph()).get_session_options().intra_op_num_threads == 1
+        assert ort_session(_relu_graph(), threads=2).get_session_options().intra_op_num_threads == 2
+    finally:
+        module.set_default_threads(before)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
+from esc_deploy.export.onnx_graph.ort_session import ort_session
 from tests.conftest import GOLDEN_NAMES, ExportCache, load_golden
 
 TOLERANCE = 1e-4  # float32, both graph forms
@@ -23,9 +23,7 @@ def _shapes(name: str) -> list[torch.Tensor]:
 @pytest.mark.parametrize("name", GOLDEN_NAMES)
 def test_onnxruntime_matches_torch(exports: ExportCache, name: str, attention: str) -> None:
     model = exports.model(name)
-    session = ort.InferenceSession(
-        exports.proto(name, attention).SerializeToString(), providers=["CPUExecutionProvider"]
-    )
+    session = ort_session(exports.proto(name, attention))
     window = model.config.window_size
     shapes = _shapes(name)
     assert any(x.shape[-1] % window or x.shape[-2] % window for x in shapes)
@@ -44,7 +42,7 @@ def test_attention_node_at_opset_23(exports: ExportCache) -> None:
     assert sum(n.op_type == "Attention" for n in proto.graph.node) == 1  # one block
     model = exports.model("tiny_x2_b2")
     x = load_golden("tiny_x2_b2")["input"]
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(proto)
     with torch.no_grad():
         expected = model(x).numpy()
     assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected).max() <= TOLERANCE
