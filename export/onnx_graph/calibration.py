@@ -31,6 +31,13 @@ UNSAFE_INPUT = "input over the fp16 limit"
 UNSAFE_WEIGHT = "weight over the fp16 limit"
 
 
+def fp16_record(model: onnx.ModelProto) -> dict[str, Any] | None:
+    """The ``esc.fp16`` metadata of an fp16 file (what stayed float32 and why, the calibration, the
+    verification), None for a float32 file."""
+    props = {p.key: p.value for p in model.metadata_props}
+    return json.loads(props[FP16_KEY]) if FP16_KEY in props else None
+
+
 def floating_values(model: onnx.ModelProto) -> dict[str, int]:
     """{value name: element type} of every float32 value a top-level node produces."""
     inferred = onnx.shape_inference.infer_shapes(model)

@@ -310,14 +310,11 @@ def export_onnx(model: ESCBase, output: str | Path, options: OnnxExportOptions |
 
 def fp16_summary(proto: onnx.ModelProto) -> str:
     """'fp16: 97.9% of nodes, 99.1% of weight bytes; 24 nodes fp32 (op type: 24); ...' ('' for fp32)."""
-    import json
+    from esc_deploy.export.onnx_graph.calibration import fp16_record
 
-    from esc_deploy.export.onnx_graph.calibration import FP16_KEY
-
-    props = {p.key: p.value for p in proto.metadata_props}
-    if FP16_KEY not in props:
+    info = fp16_record(proto)
+    if info is None:
         return ""
-    info = json.loads(props[FP16_KEY])
     reasons = ", ".join(f"{k}: {v}" for k, v in info["fp32_reasons"].items())
     where = f"; over the limit in {', '.join(info['unsafe_scopes'][:6])}" if info["unsafe_scopes"] else ""
     calibrated = "calibrated on " + ", ".join(info["calibration"]["inputs"]) if info["calibrated"] else "not calibrated"

@@ -20,7 +20,13 @@ import onnx
 from esc.fp16 import FP16_MAX
 from esc_deploy.common.files import atomic_output
 from esc_deploy.export import plugin_contract as contract
-from esc_deploy.export.onnx_graph.calibration import FP16_KEY, Fp16Plan, measure_value_ranges, plan_fp16
+from esc_deploy.export.onnx_graph.calibration import (
+    FP16_KEY,
+    Fp16Plan,
+    fp16_record,
+    measure_value_ranges,
+    plan_fp16,
+)
 from esc_deploy.export.onnx_graph.graph_file import owned_copy, read_graph
 
 if TYPE_CHECKING:
@@ -114,10 +120,9 @@ def fp16_cost(path: Path) -> dict[str, Any] | None:
     """What the fp16 file's plan cost, from its ``esc.fp16`` metadata (None for a float32 file): the units kept
     float32 by range and by accuracy, the shares of nodes and weights still fp16, and the calibration error the
     verification reached (None where it did not run)."""
-    props = {p.key: p.value for p in read_graph(path).metadata_props}
-    if FP16_KEY not in props:
+    info = fp16_record(read_graph(path))
+    if info is None:
         return None
-    info = json.loads(props[FP16_KEY])
     accuracy = info.get("accuracy") or {}
     return {
         "fp32_units_by_range": info["unsafe_scopes"],

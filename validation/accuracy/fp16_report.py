@@ -100,10 +100,9 @@ def _models() -> dict[str, Any]:
 
 
 def measure(calibration_shape: tuple[int, int]) -> list[dict[str, Any]]:
-    import json
     import warnings
 
-    from esc_deploy.export.onnx_graph.calibration import FP16_KEY
+    from esc_deploy.export.onnx_graph.calibration import fp16_record
     from esc_deploy.export.onnx_graph.calibration_set import calibration_for
     from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, to_onnx_proto
     from esc_deploy.export.onnx_graph.fp16 import calibrate, to_mixed_fp16
@@ -121,8 +120,8 @@ def measure(calibration_shape: tuple[int, int]) -> list[dict[str, Any]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             planned, verified = to_mixed_fp16(fp32, base), to_mixed_fp16(fp32, searched.plan)
-        info = json.loads({p.key: p.value for p in verified.metadata_props}[FP16_KEY])
-        planned_info = json.loads({p.key: p.value for p in planned.metadata_props}[FP16_KEY])
+        info, planned_info = fp16_record(verified), fp16_record(planned)
+        assert info is not None and planned_info is not None
         same = planned.graph.SerializeToString(deterministic=True) == verified.graph.SerializeToString(
             deterministic=True
         )

@@ -9,7 +9,6 @@ itself, calibrated as every command does by default, is the CI parity report's
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from skimage import data
 import esc
 from esc.fp16 import FP16_MAX, SAFE_LIMIT, fp32_modules, is_fp16_safe, measure_module_ranges, to_mixed_half
 from esc_deploy.common.defaults import REPO_ROOT
-from esc_deploy.export.onnx_graph.calibration import FP16_KEY
+from esc_deploy.export.onnx_graph.calibration import FP16_KEY, fp16_record
 from esc_deploy.export.onnx_graph.calibration_set import calibration_for
 from esc_deploy.export.onnx_graph.exporter import fp16_summary
 from esc_deploy.export.onnx_graph.fp16 import convert_to_mixed_fp16
@@ -166,8 +165,9 @@ def _to_onnx(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _fp16_metadata(path: Path) -> dict:
-    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    return json.loads(props[FP16_KEY])
+    record = fp16_record(onnx.load(str(path)))
+    assert record is not None, f"no {FP16_KEY} metadata in {path}"
+    return record
 
 
 @SCALED_EXPORTS

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import onnx
 import pytest
 
 import esc
-from esc_deploy.export.onnx_graph.calibration import FP16_KEY
+from esc_deploy.export.onnx_graph.calibration import fp16_record
 from esc_deploy.export.onnx_graph.cli import main
 from esc_deploy.export.onnx_graph.exporter import OnnxExportOptions, export_onnx
 from tests.conftest import GOLDEN_DIR
@@ -36,8 +35,8 @@ def test_fp16_export_prints_what_stays_float32(tmp_path: Path, capsys: pytest.Ca
     assert main([*argv, "--output", str(out)]) == 0
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fp16: ")]
     assert "calibrated on astronaut" in line and "astronaut@40x56" in line and "; verified on them: " in line, line
-    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert json.loads(props[FP16_KEY])["calibrated"]
+    record = fp16_record(onnx.load(str(out)))
+    assert record is not None and record["calibrated"]
 
 
 def test_static_shape(tmp_path: Path) -> None:

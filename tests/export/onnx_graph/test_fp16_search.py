@@ -10,7 +10,6 @@ set in float32. The seeded default model passes as planned: nothing widened, the
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from esc.config import ESCConfig
 from esc.fp16 import measure_module_ranges
 from esc.models import ESC
 from esc_deploy.common.defaults import REPO_ROOT
-from esc_deploy.export.onnx_graph.calibration import FP16_KEY
+from esc_deploy.export.onnx_graph.calibration import fp16_record
 from esc_deploy.export.onnx_graph.calibration_set import calibration_set
 from esc_deploy.export.onnx_graph.fp16_search import BY_ACCURACY, ROOT, nodes_in, verify_and_widen
 from esc_deploy.validation.accuracy.fp16_report import golden_recipe_state
@@ -148,7 +147,8 @@ def test_tensorrt_rtx_builds_the_widened_set_in_float(
     assert result.returncode == 0, result.stderr
     sidecar = EngineSidecar.read(engine)
     built = Path(sidecar.built_onnx.path)
-    info = json.loads({p.key: p.value for p in onnx.load(str(built)).metadata_props}[FP16_KEY])
+    info = fp16_record(onnx.load(str(built)))
+    assert info is not None
     units = info["accuracy"]["fp32_units_by_accuracy"]
     assert units and info["accuracy"]["passed"]
     # The sidecar says what the fp16 plan cost: units by range and by accuracy, shares, error reached.
@@ -179,8 +179,8 @@ def test_default_model_file_is_unchanged_by_the_search(exports: ExportCache, fol
     assert searched.plan.fp32_nodes == base.fp32_nodes
     planned, verified = to_mixed_fp16(fp32, base), to_mixed_fp16(fp32, searched.plan)
     assert planned.graph.SerializeToString(deterministic=True) == verified.graph.SerializeToString(deterministic=True)
-    before = json.loads({p.key: p.value for p in planned.metadata_props}[FP16_KEY])
-    after = json.loads({p.key: p.value for p in verified.metadata_props}[FP16_KEY])
+    before, after = fp16_record(planned), fp16_record(verified)
+    assert before is not None and after is not None
     assert {k: v for k, v in after.items() if k != "accuracy"} == before
     assert after["accuracy"]["fp32_units_by_accuracy"] == [] and after["accuracy"]["passed"]
 
